@@ -1,0 +1,72 @@
+"""``occ-mesh``: an occnet ONNX model to a mesh file, without PyTorch."""
+
+from __future__ import annotations
+
+import json
+from enum import Enum
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from occnet.runtime.console import progress_bar, run_app, stderr
+from occnet.runtime.mesher import MeshSettings, mesh_model
+from occnet.runtime.meshio import check_mesh_output, write_mesh
+from occnet.runtime.session import OccupancyModel
+
+
+class Method(str, Enum):
+    adaptive = "adaptive"
+    dense = "dense"
+
+
+class Device(str, Enum):
+    auto = "auto"
+    cpu = "cpu"
+    cuda = "cuda"
+
+
+mesh_app = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
+
+
+@mesh_app.command()
+def occ_mesh(
+    model: Annotated[Path, typer.Argument(help="occnet ONNX model (from occ-export).")],
+    resolution: Annotated[int, typer.Option(help="Grid samples along the box's longest side.")] = 256,
+    output: Annotated[Optional[Path], typer.Option("--output", "-o", help="Mesh file; the suffix picks "
+                      ".ply .obj .stl .glb .off. Default: the model's name with .ply.")] = None,
+    method: Annotated[Method, typer.Option(help="adaptive (coarse-to-fine) or dense (every point).")]
+    = Method.adaptive,
+    threshold: Annotated[float, typer.Option(help="Occupancy probability of the surface, in (0, 1).")] = 0.5,
+    batch_size: Annotated[int, typer.Option(help="Points per onnxruntime call.")] = 65536,
+    device: Annotated[Device, typer.Option(help="auto uses CUDA when onnxruntime has it.")] = Device.auto,
+    threads: Annotated[int, typer.Option(help="onnxruntime intra-op threads; 0: its default.")] = 0,
+    coarse_resolution: Annotated[int, typer.Option(help="adaptive: samples along the longest side at the "
+                                 "coarsest level; features thinner than one coarse cell can be missed.")] = 33,
+    guard: Annotated[int, typer.Option(help="adaptive: cells refined around each surface cell.")] = 1,
+    largest_only: Annotated[bool, typer.Option(help="Keep only the largest connected component.")] = False,
+    min_faces: Annotated[int, typer.Option(help="Drop components with fewer faces.")] = 0,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object of figures.")] = False,
+) -> None:
+    """Mesh the surface of an occupancy network: grid inference with onnxruntime, then marching cubes."""
+    settings = MeshSettings(resolution, method.value, threshold, batch_size, coarse_resolution, guard,
+                            largest_only, min_faces)
+    output = check_mesh_output(output if output is not None else model.with_suffix(".ply"))
+    session = OccupancyModel(model, device.value, threads)
+    if session.fallback and device is Device.auto and not as_json:
+        stderr.print(f"note: {session.fallback}")
+    with progress_bar("evaluating") as update:
+        mesh, stats = mesh_model(session, settings, update)
+    write_mesh(mesh, output)
+    if as_json:
+        typer.echo(json.dumps({**stats.to_dict(), "output": str(output)}))
+    else:
+        typer.echo(f"{output}: {stats.vertices:,} vertices, {stats.faces:,} faces, "
+                   f"{'watertight' if stats.watertight else 'NOT watertight'}; {stats.method} "
+                   f"{stats.resolution} on {stats.provider}: {stats.points_evaluated:,} points, "
+                   f"{stats.seconds_inference:.2f} s inference + {stats.seconds_marching_cubes:.2f} s "
+                   f"marching cubes = {stats.seconds_total:.2f} s")
+
+
+def mesh_main() -> None:
+    run_app(mesh_app, "occ-mesh")

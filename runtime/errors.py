@@ -1,0 +1,25 @@
+"""Typed exceptions for everything a user can cause; the CLIs turn them into one line and an exit code."""
+
+
+class OccNetError(Exception):
+    """Base class: an error with a message meant for the user, not a bug."""
+
+
+class InputError(OccNetError):
+    """A file or an option that cannot be used as given."""
+
+
+class ModelError(OccNetError):
+    """An ONNX model that is unreadable or does not fit the occnet contract."""
+
+
+class DeviceError(OccNetError):
+    """An execution device that was asked for but cannot be used."""
+
+
+class ResourceError(OccNetError):
+    """Work that would need more memory than the machine has."""
+
+
+class EmptySurfaceError(OccNetError):
+    """A field with no surface at the threshold inside the box: there is no mesh to write."""

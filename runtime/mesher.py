@@ -1,0 +1,126 @@
+"""The mesh-from-model pipeline as a plain API: grid -> logits -> marching cubes -> cleaned mesh, with figures."""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import asdict, dataclass
+
+import trimesh
+
+from occnet.runtime.errors import InputError, ResourceError
+from occnet.runtime.extract import METHODS, LogitFn, Progress, adaptive_field, dense_field
+from occnet.runtime.grid import Grid
+from occnet.runtime.session import OccupancyModel
+from occnet.runtime.surface import extract_mesh, filter_components, probability_to_logit
+
+# Peak bytes per grid point, measured (benchmarks/bench_mesh.py reports peak RSS): the float32 volume,
+# the border-padded copy marching cubes may need and, for adaptive, the band's masks and the coarser level.
+BYTES_PER_POINT = {"dense": 9.0, "adaptive": 12.0}
+BASE_BYTES = 300 * 2**20
+
+
+@dataclass(frozen=True)
+class MeshSettings:
+    """How to turn a field into a mesh. ``threshold`` is an occupancy probability.
+
+    ``coarse_resolution`` and ``guard`` control the adaptive method's thin-feature limit: features thinner
+    than box / (coarse_resolution - 1) may be missed unless they touch the surface the coarse level sees.
+    """
+
+    resolution: int = 256
+    method: str = "adaptive"
+    threshold: float = 0.5
+    batch_size: int = 65536
+    coarse_resolution: int = 33
+    guard: int = 1
+    largest_only: bool = False
+    min_faces: int = 0
+
+    def __post_init__(self) -> None:
+        if self.method not in METHODS:
+            raise InputError(f"method must be one of {', '.join(METHODS)}, got {self.method!r}")
+        if self.batch_size < 1:
+            raise InputError(f"batch size must be >= 1, got {self.batch_size}")
+        probability_to_logit(self.threshold)
+
+
+@dataclass(frozen=True)
+class MeshStats:
+    """Figures of one extraction; ``to_dict`` is what ``occ-mesh --json`` prints."""
+
+    method: str
+    provider: str
+    resolution: int
+    grid_shape: tuple[int, int, int]
+    points_evaluated: int
+    seconds_inference: float
+    seconds_marching_cubes: float
+    seconds_total: float
+    vertices: int
+    faces: int
+    watertight: bool
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def required_bytes(grid: Grid, method: str) -> int:
+    """Estimated peak memory of extracting on ``grid`` with ``method``."""
+    return int(BASE_BYTES + BYTES_PER_POINT[method] * grid.num_points)
+
+
+def available_bytes() -> int | None:
+    """Memory the process can still take (Linux ``MemAvailable``), or None where unknown."""
+    try:
+        with open("/proc/meminfo") as handle:
+            for line in handle:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+def plan_grid(bounds_min, bounds_max, settings: MeshSettings) -> Grid:
+    """The grid for ``settings``, refused with :class:`ResourceError` if it would not fit in memory."""
+    grid = Grid.from_bounds(bounds_min, bounds_max, settings.resolution)
+    need, have = required_bytes(grid, settings.method), available_bytes()
+    if have is not None and need > have:
+        fits = settings.resolution
+        while fits > 2 and required_bytes(Grid.from_bounds(bounds_min, bounds_max, fits), settings.method) > have:
+            fits = int(fits * 0.9)
+        raise ResourceError(f"resolution {settings.resolution} needs about {need / 2**30:.1f} GiB, "
+                            f"only {have / 2**30:.1f} GiB is available; resolution {fits} would fit")
+    return grid
+
+
+def mesh_field(fn: LogitFn, bounds_min, bounds_max, settings: MeshSettings = MeshSettings(),
+               provider: str = "python", progress: Progress | None = None) -> tuple[trimesh.Trimesh, MeshStats]:
+    """Mesh the ``threshold`` surface of any logit function over the box (world coordinates)."""
+    start = time.perf_counter()
+    grid = plan_grid(bounds_min, bounds_max, settings)
+    level = probability_to_logit(settings.threshold)
+    if settings.method == "dense":
+        field = dense_field(fn, grid, settings.batch_size, progress)
+    else:
+        field = adaptive_field(fn, grid, level, settings.batch_size, settings.coarse_resolution,
+                               settings.guard, progress)
+    inferred = time.perf_counter()
+    mesh = extract_mesh(field, level)
+    mesh = filter_components(mesh, settings.largest_only, settings.min_faces)
+    done = time.perf_counter()
+    stats = MeshStats(settings.method, provider, settings.resolution, grid.shape, field.points_evaluated,
+                      round(inferred - start, 4), round(done - inferred, 4), round(done - start, 4),
+                      len(mesh.vertices), len(mesh.faces), bool(mesh.is_watertight))
+    return mesh, stats
+
+
+def mesh_model(model: OccupancyModel, settings: MeshSettings = MeshSettings(),
+               progress: Progress | None = None) -> tuple[trimesh.Trimesh, MeshStats]:
+    """Mesh an occnet ONNX model over the box its metadata records."""
+    return mesh_field(model.logits, model.info.bounds_min, model.info.bounds_max, settings,
+                      model.provider, progress)

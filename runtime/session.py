@@ -1,0 +1,98 @@
+"""An onnxruntime session over an occnet model: validated on load, batched evaluation, CPU or CUDA."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+
+from occnet.runtime.contract import INPUT_NAME, OUTPUT_NAME, ModelInfo
+from occnet.runtime.errors import DeviceError, InputError, ModelError
+
+DEVICES = ("auto", "cpu", "cuda")
+CUDA = "CUDAExecutionProvider"
+CPU = "CPUExecutionProvider"
+
+
+class OccupancyModel:
+    """A loaded occnet ONNX model; call :meth:`logits` on world-coordinate points.
+
+    ``device='auto'`` takes CUDA when onnxruntime has it and it starts, else the CPU (``fallback``
+    then says why); ``'cuda'`` that cannot be honoured raises :class:`DeviceError`. ``threads=0``
+    lets onnxruntime choose.
+    """
+
+    def __init__(self, path: str | Path, device: str = "auto", threads: int = 0) -> None:
+        self.path = Path(path)
+        if device not in DEVICES:
+            raise InputError(f"device must be one of {', '.join(DEVICES)}, got {device!r}")
+        if threads < 0:
+            raise InputError(f"threads must be >= 0, got {threads}")
+        if not self.path.is_file():
+            raise InputError(f"model file not found: {self.path}")
+        self.fallback: str | None = None
+        self._session = self._open(device, threads)
+        self.provider: str = self._session.get_providers()[0]
+        self._check_signature()
+        props = self._session.get_modelmeta().custom_metadata_map
+        self.info: ModelInfo = ModelInfo.from_metadata(props)
+
+    def _open(self, device: str, threads: int) -> ort.InferenceSession:
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = threads
+        options.inter_op_num_threads = 1
+        options.log_severity_level = 3
+        want_cuda = device == "cuda" or (device == "auto" and CUDA in ort.get_available_providers())
+        if device == "cuda" and CUDA not in ort.get_available_providers():
+            raise DeviceError("--device cuda: this onnxruntime has no CUDA provider "
+                              "(install onnxruntime-gpu on a machine with an NVIDIA GPU)")
+        providers = [CUDA, CPU] if want_cuda else [CPU]
+        try:
+            session = ort.InferenceSession(str(self.path), options, providers=providers)
+        except Exception as exc:  # onnxruntime raises its own untyped errors for unreadable models
+            raise ModelError(f"{self.path} is not a usable ONNX model: {_first_line(exc)}") from None
+        if want_cuda and session.get_providers()[0] != CUDA:
+            if device == "cuda":
+                raise DeviceError("--device cuda: the CUDA provider failed to start (no GPU or "
+                                  "missing CUDA libraries)")
+            self.fallback = "CUDA provider is installed but did not start; using the CPU"
+        elif device == "auto" and not want_cuda:
+            self.fallback = "no CUDA provider in this onnxruntime; using the CPU"
+        return session
+
+    def _check_signature(self) -> None:
+        inputs, outputs = self._session.get_inputs(), self._session.get_outputs()
+        if len(inputs) != 1 or inputs[0].name != INPUT_NAME:
+            names = [i.name for i in inputs]
+            raise ModelError(f"model must have one input {INPUT_NAME!r}, has {names}")
+        shape = inputs[0].shape
+        if inputs[0].type != "tensor(float)" or len(shape) != 2 or shape[1] != 3 or isinstance(shape[0], int):
+            raise ModelError(f"input {INPUT_NAME!r} must be float32 [N, 3] with dynamic N, "
+                             f"is {inputs[0].type} {shape}")
+        if len(outputs) != 1 or outputs[0].name != OUTPUT_NAME:
+            raise ModelError(f"model must have one output {OUTPUT_NAME!r}, has {[o.name for o in outputs]}")
+        if outputs[0].type != "tensor(float)" or len(outputs[0].shape) != 1:
+            raise ModelError(f"output {OUTPUT_NAME!r} must be float32 [N], is {outputs[0].type} "
+                             f"{outputs[0].shape}")
+
+    def logits(self, points: np.ndarray) -> np.ndarray:
+        """Occupancy logits of world-coordinate points: ``(N, 3) float32 -> (N,) float32``, one run."""
+        points = np.ascontiguousarray(points, dtype=np.float32)
+        if points.ndim != 2 or points.shape[1] != 3:
+            raise InputError(f"points must have shape (N, 3), got {points.shape}")
+        if len(points) == 0:
+            return np.zeros(0, np.float32)
+        return self._session.run([OUTPUT_NAME], {INPUT_NAME: points})[0]
+
+    def logits_batched(self, points: np.ndarray, batch_size: int) -> np.ndarray:
+        """:meth:`logits` in batches of at most ``batch_size`` points (bounded working memory)."""
+        out = np.empty(len(points), np.float32)
+        for start in range(0, len(points), batch_size):
+            out[start:start + batch_size] = self.logits(points[start:start + batch_size])
+        return out
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0][:300] if text else type(exc).__name__
