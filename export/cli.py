@@ -1,0 +1,41 @@
+"""``occ-export``: a training checkpoint to a verified, self-describing ONNX model."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from occnet.runtime.console import fail, run_app
+
+export_app = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
+
+
+@export_app.command()
+def occ_export(
+    checkpoint: Annotated[Path, typer.Argument(help="Checkpoint from occ-train (best.pt).")],
+    output: Annotated[Path, typer.Argument(help="ONNX file to write.")],
+    opset: Annotated[Optional[int], typer.Option(help="ONNX opset; default: the exporter's.")] = None,
+    verify: Annotated[bool, typer.Option(help="Check onnxruntime against PyTorch (max |diff| <= 1e-4).")]
+    = True,
+) -> None:
+    """Export a checkpoint to ONNX with its bounds, architecture and metrics as metadata."""
+    from occnet.export.onnx_export import TOLERANCE, export_checkpoint
+
+    report = export_checkpoint(checkpoint, output, opset, verify)
+    check = (f"vs PyTorch on {report.points_checked:,} points: max |logit diff| {report.max_abs_diff:.2e}, "
+             f"max |diff|/max(1,|logit|) {report.max_scaled_diff:.2e} (limit {TOLERANCE:g})"
+             if report.max_abs_diff is not None else "not verified (--no-verify)")
+    typer.echo(f"wrote {report.path}: {report.size_bytes / 1024:.1f} KiB, opset {report.opset}; {check}")
+
+
+def export_main() -> None:
+    """Entry point: needs PyTorch and onnx (the ``[train]`` extra); says so in one line if missing."""
+    try:
+        import onnx  # noqa: F401
+        import torch  # noqa: F401
+    except ModuleNotFoundError as exc:
+        fail("occ-export", f"{exc.name} is not installed; occ-export needs the train extra: "
+             "pip install 'occnet[train]'")
+    run_app(export_app, "occ-export")

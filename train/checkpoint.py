@@ -1,0 +1,79 @@
+"""Checkpoints: plain dicts of tensors and primitives, written atomically, read with ``weights_only=True``.
+
+A checkpoint is untrusted input: ``weights_only`` loading never runs code from the file, and anything it
+would need to run is refused with :class:`CheckpointError`.
+"""
+
+from __future__ import annotations
+
+import pickle
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from occnet.runtime.contract import Architecture
+from occnet.runtime.errors import InputError
+from occnet.runtime.files import atomic_path
+
+FORMAT = "occnet.checkpoint"
+VERSION = 1
+
+
+class CheckpointError(InputError):
+    """A file that is not a usable occnet checkpoint."""
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    """What a checkpoint holds. ``state`` is the dict on disk; the rest are its parsed, validated parts."""
+
+    state: dict
+    architecture: Architecture
+    bounds_min: tuple[float, float, float]
+    bounds_max: tuple[float, float, float]
+
+    @property
+    def model_state(self) -> dict:
+        return self.state["model"]
+
+    @property
+    def metrics(self) -> dict:
+        return self.state["metrics"]
+
+
+def save_checkpoint(path: Path, state: dict) -> None:
+    """Write ``state`` (tagged with the format and version here) to ``path`` atomically."""
+    with atomic_path(Path(path)) as tmp:
+        torch.save({"format": FORMAT, "version": VERSION, **state}, tmp)
+
+
+def load_checkpoint(path: Path) -> Checkpoint:
+    """Read and validate a checkpoint; raises :class:`CheckpointError` naming what is wrong."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint not found: {path}")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        reason = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else "unsafe content"
+        raise CheckpointError(f"{path}: refused: it holds objects that safe (weights_only) loading does "
+                              f"not allow, so it could run code ({reason})") from None
+    except (RuntimeError, EOFError, OSError, ValueError, zipfile.BadZipFile) as exc:
+        raise CheckpointError(f"{path}: not a PyTorch checkpoint ({type(exc).__name__})") from None
+    if not isinstance(state, dict) or state.get("format") != FORMAT:
+        raise CheckpointError(f"{path}: not an occnet checkpoint (no '{FORMAT}' tag)")
+    version = state.get("version")
+    if not isinstance(version, int) or version > VERSION:
+        raise CheckpointError(f"{path}: checkpoint format version {version} is newer than this occnet "
+                              f"reads ({VERSION}); upgrade occnet")
+    try:
+        arch = Architecture.from_dict(state["architecture"])
+        lo = tuple(float(v) for v in state["bounds_min"])
+        hi = tuple(float(v) for v in state["bounds_max"])
+        if len(lo) != 3 or len(hi) != 3 or not isinstance(state["model"], dict):
+            raise ValueError("bounds must have 3 values and the model must be a state dict")
+    except (KeyError, TypeError, ValueError) as exc:
+        raise CheckpointError(f"{path}: malformed occnet checkpoint ({exc})") from None
+    return Checkpoint(state, arch, lo, hi)

@@ -1,0 +1,33 @@
+"""``loss.png``: train and validation loss, and validation IoU, per epoch."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+from occnet.runtime.files import atomic_path
+
+
+def plot_history(history: Sequence, path: Path) -> None:
+    """Draw the loss curves (log scale) and the IoU of ``history`` (EpochMetrics rows) to a PNG, atomically."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib import pyplot as plt
+
+    epochs = [m.epoch for m in history]
+    fig, (ax_loss, ax_iou) = plt.subplots(1, 2, figsize=(10, 4), dpi=100)
+    ax_loss.plot(epochs, [m.train_loss for m in history], label="train")
+    ax_loss.plot(epochs, [m.val_loss for m in history], label="validation")
+    best = min(history, key=lambda m: m.val_loss)
+    ax_loss.scatter([best.epoch], [best.val_loss], color="black", zorder=3, label=f"best (epoch {best.epoch})")
+    ax_loss.set(xlabel="epoch", ylabel="BCE loss", yscale="log", title="loss")
+    ax_loss.legend()
+    ax_iou.plot(epochs, [m.val_iou for m in history], color="tab:green")
+    ax_iou.set(xlabel="epoch", ylabel="IoU", title=f"validation IoU (best.pt: {best.val_iou:.4f})")
+    for ax in (ax_loss, ax_iou):
+        ax.grid(alpha=0.3)
+    fig.tight_layout()
+    with atomic_path(Path(path)) as tmp:
+        fig.savefig(tmp, format="png")
+    plt.close(fig)

@@ -1,0 +1,126 @@
+"""Training points from a shape: uniform in the padded box plus points near the surface, labelled exactly.
+
+Uniform points teach the network where empty space is; points near the surface (surface samples moved by
+Gaussian noise) put the capacity where the mesh is decided. ``near_fraction`` and ``near_sigma`` set the mix.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import trimesh
+
+from occnet.runtime.errors import InputError
+from occnet.runtime.extract import dense_field
+from occnet.runtime.grid import Grid
+from occnet.runtime.inside import contains
+from occnet.runtime.surface import extract_mesh
+from occnet.train.data import MESH_SUFFIXES, PointSet, _short, load_npz, make_point_set
+from occnet.train.shapes import DEMO_BOUNDS, demo_occupancy, demo_sdf
+
+MAX_DISAGREEMENT = 0.002
+"""Largest fraction of points on which the x, y and z ray parities may disagree before a mesh is refused."""
+
+
+@dataclass(frozen=True)
+class SamplingConfig:
+    """How many points to draw and where. ``padding`` and ``near_sigma`` are fractions of the longest side."""
+
+    num_points: int = 100_000
+    near_fraction: float = 0.5
+    near_sigma: float = 0.01
+    padding: float = 0.05
+
+    def __post_init__(self) -> None:
+        if self.num_points < 100:
+            raise InputError(f"num points must be >= 100, got {self.num_points}")
+        if not 0.0 <= self.near_fraction <= 1.0:
+            raise InputError(f"near fraction must lie in [0, 1], got {self.near_fraction}")
+        if self.near_sigma <= 0 or self.padding < 0:
+            raise InputError("near sigma must be > 0 and padding >= 0")
+
+
+def sample_shape(surface: trimesh.Trimesh, label: Callable[[np.ndarray], np.ndarray], bounds, config: SamplingConfig,
+                 seed: int, source: str) -> PointSet:
+    """Draw uniform points in ``bounds`` and near-surface points around ``surface``; label them with ``label``.
+
+    ``label``: ``(N, 3) float64 -> (N,)`` 0/1. Near-surface points are clipped to the box.
+    """
+    rng = np.random.default_rng(seed)
+    lo, hi = (np.asarray(b, np.float64) for b in bounds)
+    n_near = int(round(config.num_points * config.near_fraction))
+    uniform = rng.uniform(lo, hi, size=(config.num_points - n_near, 3))
+    near = np.zeros((0, 3))
+    if n_near:
+        on_surface, _ = trimesh.sample.sample_surface(surface, n_near, seed=int(rng.integers(2**31)))
+        sigma = config.near_sigma * float((hi - lo).max())
+        near = np.clip(on_surface + rng.normal(0.0, sigma, size=on_surface.shape), lo, hi)
+    points = np.concatenate([uniform, near])
+    return make_point_set(points, label(points), source, bounds=(lo, hi))
+
+
+def demo_points(config: SamplingConfig, seed: int) -> PointSet:
+    """The built-in demo shape, sampled and labelled by its exact analytic occupancy."""
+    grid = Grid.from_bounds(*DEMO_BOUNDS, 96)
+    field = dense_field(lambda p: (-demo_sdf(p)).astype(np.float32), grid, 1 << 20)
+    return sample_shape(extract_mesh(field, 0.0), demo_occupancy, DEMO_BOUNDS, config, seed, "demo")
+
+
+def load_mesh(path: Path) -> trimesh.Trimesh:
+    """Read a closed triangle mesh, merging duplicate vertices; refuse one whose inside is undefined."""
+    try:
+        mesh = trimesh.load(str(path), force="mesh")
+    except Exception as exc:  # trimesh raises many untyped errors for unreadable files
+        raise InputError(f"{path}: cannot read as a mesh ({_short(exc)})") from None
+    if not isinstance(mesh, trimesh.Trimesh) or len(mesh.faces) == 0:
+        raise InputError(f"{path}: contains no triangles")
+    if not np.all(np.isfinite(mesh.vertices)):
+        raise InputError(f"{path}: has NaN or infinite vertex coordinates")
+    mesh.merge_vertices()
+    mesh.update_faces(mesh.nondegenerate_faces())
+    if not mesh.is_watertight:
+        trimesh.repair.fill_holes(mesh)
+    if not mesh.is_watertight:
+        open_edges = len(trimesh.grouping.group_rows(mesh.edges_sorted, require_count=1))
+        raise InputError(f"{path}: the mesh is not closed ({open_edges} open edges), so inside and outside "
+                         "are undefined; close its holes first")
+    return mesh
+
+
+def mesh_points(path: Path, config: SamplingConfig, seed: int) -> PointSet:
+    """Sample and label points for a closed mesh, in the mesh's own coordinates."""
+    mesh = load_mesh(path)
+    lo, hi = mesh.bounds
+    pad = config.padding * float((hi - lo).max())
+    bounds = (lo - pad, hi + pad)
+    worst = [0.0]
+
+    def label(points: np.ndarray) -> np.ndarray:
+        result = contains(mesh.vertices, mesh.faces, points)
+        worst[0] = result.disagreement
+        return result.inside.astype(np.uint8)
+
+    points = sample_shape(mesh, label, bounds, config, seed, str(path))
+    if worst[0] > MAX_DISAGREEMENT:
+        raise InputError(f"{path}: inside/outside is ambiguous for {worst[0]:.1%} of the points "
+                         "(self-intersecting or inconsistently oriented surface); repair the mesh first")
+    return points
+
+
+def load_points(data: Path | None, config: SamplingConfig, seed: int) -> PointSet:
+    """Training data from ``data``: ``.npz`` labelled points, a mesh file, or None for the demo shape."""
+    if data is None:
+        return demo_points(config, seed)
+    data = Path(data)
+    if not data.is_file():
+        raise InputError(f"data file not found: {data}")
+    suffix = data.suffix.lower()
+    if suffix == ".npz":
+        return load_npz(data)
+    if suffix in MESH_SUFFIXES:
+        return mesh_points(data, config, seed)
+    raise InputError(f"{data}: unknown data format {suffix or '(no suffix)'!r}; use .npz or a mesh "
+                     f"({' '.join(MESH_SUFFIXES)})")
