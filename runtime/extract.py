@@ -22,6 +22,7 @@ Progress = Callable[[int], None]
 """Called with the number of points evaluated so far."""
 
 METHODS = ("adaptive", "dense")
+_ALL_INSIDE = np.frombuffer(np.ones(8, np.uint8).tobytes(), np.uint64)[0]
 
 
 @dataclass
@@ -109,19 +110,21 @@ class _Lattice:
 
     def upsample(self, coarse: _Lattice, array: np.ndarray, fill=None) -> np.ndarray:
         """Values at this (twice as fine) lattice: coarse samples kept, new samples copy their cell's lowest
-        corner (or take ``fill``)."""
+        corner, or take ``fill``. Contiguous copies (repeat along z, then whole rows and planes), about
+        twice as fast as strided assignment."""
         src = array.reshape(coarse.shape)
-        out = np.empty(self.shape, array.dtype)
-        n = self.shape
-        out[::2, ::2, ::2] = src[:(n[0] + 1) // 2, :(n[1] + 1) // 2, :(n[2] + 1) // 2]
+        n0, n1, n2 = self.shape
+        h0, h1 = (n0 + 1) // 2, (n1 + 1) // 2
+        src = src[:h0, :h1]
         if fill is None:
-            out[1::2, ::2, ::2] = out[0:n[0] - 1:2, ::2, ::2]
-            out[:, 1::2, ::2] = out[:, 0:n[1] - 1:2, ::2]
-            out[:, :, 1::2] = out[:, :, 0:n[2] - 1:2]
+            rows = np.repeat(src, 2, axis=2)[:, :, :n2]
         else:
-            out[1::2, ::2, ::2] = fill
-            out[:, 1::2, ::2] = fill
-            out[:, :, 1::2] = fill
+            rows = np.full(src.shape[:2] + (n2,), fill, array.dtype)
+            rows[:, :, ::2] = src[:, :, :(n2 + 1) // 2]
+        out = np.empty(self.shape, array.dtype)
+        out[0::2, 0::2] = rows
+        out[0::2, 1::2] = rows[:, :n1 // 2] if fill is None else fill
+        out[1::2] = out[0:n0 - 1:2] if fill is None else fill
         return out.reshape(-1)
 
     def sign_change_cells(self, values: np.ndarray, level: float, cells: np.ndarray | None = None) -> np.ndarray:
@@ -133,8 +136,9 @@ class _Lattice:
             lows = np.flatnonzero(((total > 0) & (total < 8)).reshape(-1))
             ijk = np.unravel_index(lows, tuple(s - 1 for s in self.shape))
             return np.ravel_multi_index(ijk, self.shape)
-        inside = values[cells[:, None] + self.corner_flat] > level
-        return cells[inside.any(axis=1) & ~inside.all(axis=1)]
+        corners = np.ascontiguousarray(values[cells[:, None] + self.corner_flat] > level)
+        packed = corners.view(np.uint64).reshape(-1)       # the 8 corner flags of a cell as one word
+        return cells[(packed != 0) & (packed != _ALL_INSIDE)]
 
     def dilate(self, cells: np.ndarray, radius: int) -> np.ndarray:
         """Cells within ``radius`` (Chebyshev) of the given cells, clipped to the lattice; unique, sorted."""
@@ -156,24 +160,20 @@ class _Lattice:
 
     def children(self, coarse: _Lattice, cells: np.ndarray, scratch: np.ndarray) -> np.ndarray:
         """The 8 sub-cells at this lattice of each coarse cell, clipped to valid cells; unique."""
-        ijk = np.stack(np.unravel_index(cells, coarse.shape), axis=1) * 2
-        chunks = []
-        for off in self.offsets:
-            c = ijk + off
-            ok = np.all(c <= np.array(self.shape) - 2, axis=1)
-            chunks.append(np.ravel_multi_index(tuple(c[ok].T), self.shape))
+        ijk = [2 * a for a in np.unravel_index(cells, coarse.shape)]
+        base = (ijk[0] * self.shape[1] + ijk[1]) * self.shape[2] + ijk[2]
+        fits = [[a <= n - 2 - o for a, n in zip(ijk, self.shape)] for o in (0, 1)]
+        chunks = [base[fits[a][0] & fits[b][1] & fits[c][2]] + flat
+                  for (a, b, c), flat in zip(self.offsets, self.corner_flat)]
         return _unique(scratch, chunks)
 
     def cells_touching(self, points: np.ndarray) -> list[np.ndarray]:
         """Cells that have one of ``points`` as a corner, as chunks (with repeats across chunks)."""
-        ijk = np.stack(np.unravel_index(points, self.shape), axis=1)
-        top = np.array(self.shape) - 2
-        chunks = []
-        for off, flat in zip(self.offsets, self.corner_flat):
-            c = ijk - off
-            ok = np.all((c >= 0) & (c <= top), axis=1)
-            chunks.append(points[ok] - flat)
-        return chunks
+        ijk = np.unravel_index(points, self.shape)
+        ok = ([a <= n - 2 for a, n in zip(ijk, self.shape)],   # the point can be a cell's lower corner
+              [a >= 1 for a in ijk])                           # ... or its upper corner, per axis
+        return [points[ok[a][0] & ok[b][1] & ok[c][2]] - flat
+                for (a, b, c), flat in zip(self.offsets, self.corner_flat)]
 
 
 class _Band:
