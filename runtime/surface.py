@@ -35,7 +35,8 @@ def extract_mesh(field: Field, level: float) -> trimesh.Trimesh:
     mask = None if cells is None else _upper_corner_mask(cells)
     verts, faces, _, _ = measure.marching_cubes(values, level, mask=mask, allow_degenerate=False,
                                                 gradient_direction="ascent")
-    verts = field.grid.to_world(verts - offset)
+    # Caps closing a surface cut by the box lie between the last sample and the padding: put them on the box.
+    verts = field.grid.to_world(np.clip(verts - offset, 0, np.array(field.grid.shape) - 1))
     mesh = trimesh.Trimesh(verts, faces, process=False)
     if len(mesh.faces) == 0:
         raise EmptySurfaceError("marching cubes found no surface at this threshold")

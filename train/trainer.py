@@ -61,7 +61,7 @@ class TrainConfig:
         if self.device not in DEVICES:
             raise InputError(f"device must be one of {', '.join(DEVICES)}, got {self.device!r}")
         try:
-            self.architecture
+            _ = self.architecture
         except ValueError as exc:
             raise InputError(str(exc)) from None
 
@@ -183,7 +183,7 @@ def train(data: PointSet, config: TrainConfig, out_dir: Path, *, resume: bool = 
     x_val, y_val = points[val_idx].to(device), labels[val_idx].to(device)
 
     model = OccNet(config.architecture, data.bounds_min, data.bounds_max, config.seed).to(device)
-    optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
+    optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, fused=True)
     steps_per_epoch = math.ceil(len(x_train) / config.batch_size)
     scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=config.lr, pct_start=0.1,
                                                     total_steps=config.epochs * steps_per_epoch)
@@ -210,7 +210,7 @@ def train(data: PointSet, config: TrainConfig, out_dir: Path, *, resume: bool = 
             loss.backward()
             optimizer.step()
             scheduler.step()
-            total += loss.detach() * len(logits)
+            total.add_(loss.detach(), alpha=len(logits))
         val_loss, val_iou, val_acc = evaluate(model, x_val, y_val)
         row = EpochMetrics(epoch, float(total) / len(xs), val_loss, val_iou, val_acc,
                            optimizer.param_groups[0]["lr"], round(time.perf_counter() - tick, 4))
