@@ -1,7 +1,7 @@
 """Training speed, side by side in one run: the seed's loop against occnet's, on the same data and split.
 
 The seed: ``DataLoader(TensorDataset, batch_size=1024, shuffle=True)``, Adam at 1e-3, 100 epochs, the same
-network. occnet: ``TrainConfig()`` defaults (index slices of shuffled tensors, fused Adam, one-cycle LR).
+network. occnet: ``TrainConfig()`` defaults (index slices of shuffled tensors, fused Adam, warm-up + cosine LR).
 Reports the per-epoch time ratio at the same batch size, and how long occnet's defaults take to reach the
 seed's final (100-epoch) validation IoU.
 

@@ -30,7 +30,7 @@ def occ_export(
     typer.echo(f"wrote {report.path}: {report.size_bytes / 1024:.1f} KiB, opset {report.opset}; {check}")
 
 
-def export_main() -> None:
+def export_main(argv: list[str] | None = None) -> None:
     """Entry point: needs PyTorch and onnx (the ``[train]`` extra); says so in one line if missing."""
     try:
         import onnx  # noqa: F401
@@ -38,4 +38,4 @@ def export_main() -> None:
     except ModuleNotFoundError as exc:
         fail("occ-export", f"{exc.name} is not installed; occ-export needs the train extra: "
              "pip install 'occnet[train]'")
-    run_app(export_app, "occ-export")
+    run_app(export_app, "occ-export", argv)

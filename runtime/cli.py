@@ -9,7 +9,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from occnet.runtime.console import progress_bar, run_app, stderr
+from occnet.runtime.console import progress_bar, run_app
 from occnet.runtime.mesher import MeshSettings, mesh_model
 from occnet.runtime.meshio import check_mesh_output, write_mesh
 from occnet.runtime.session import OccupancyModel
@@ -53,8 +53,6 @@ def occ_mesh(
                             largest_only, min_faces)
     output = check_mesh_output(output if output is not None else model.with_suffix(".ply"))
     session = OccupancyModel(model, device.value, threads)
-    if session.fallback and device is Device.auto and not as_json:
-        stderr.print(f"note: {session.fallback}")
     with progress_bar("evaluating") as update:
         mesh, stats = mesh_model(session, settings, update)
     write_mesh(mesh, output)
@@ -66,7 +64,9 @@ def occ_mesh(
                    f"{stats.resolution} on {stats.provider}: {stats.points_evaluated:,} points, "
                    f"{stats.seconds_inference:.2f} s inference + {stats.seconds_marching_cubes:.2f} s "
                    f"marching cubes = {stats.seconds_total:.2f} s")
+        if session.fallback:
+            typer.echo(f"note: {session.fallback}")
 
 
-def mesh_main() -> None:
-    run_app(mesh_app, "occ-mesh")
+def mesh_main(argv: list[str] | None = None) -> None:
+    run_app(mesh_app, "occ-mesh", argv)

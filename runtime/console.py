@@ -6,7 +6,6 @@ import contextlib
 import sys
 from collections.abc import Callable, Iterator
 
-import click
 import typer
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
@@ -18,6 +17,10 @@ EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130
 
 stderr = Console(stderr=True, highlight=False)
+
+# Newer typer vendors click (typer._click), older typer uses click itself: reach its ClickException
+# (usage errors, bad option values) through a public name either way.
+_ClickException = next(c for c in typer.BadParameter.__mro__ if c.__name__ == "ClickException")
 
 
 def fail(prog: str, message: str, code: int = EXIT_ERROR) -> None:
@@ -35,11 +38,9 @@ def run_app(app: typer.Typer, prog: str, args: list[str] | None = None) -> None:
         command.main(args=args, prog_name=prog, standalone_mode=False)
     except OccNetError as exc:
         fail(prog, str(exc))
-    except click.exceptions.Abort:
+    except (typer.Abort, KeyboardInterrupt):
         fail(prog, "interrupted", EXIT_INTERRUPTED)
-    except KeyboardInterrupt:
-        fail(prog, "interrupted", EXIT_INTERRUPTED)
-    except click.ClickException as exc:
+    except _ClickException as exc:
         fail(prog, exc.format_message(), EXIT_USAGE)
     except MemoryError:
         fail(prog, "out of memory; try a smaller size")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import io
 import subprocess
 import sys
 from pathlib import Path
@@ -24,10 +26,28 @@ def sphere_logits(centre, radius, sharpness=50.0):
     return fn
 
 
-def run_cli(*args: str, cwd: Path | None = None, timeout: float = 300) -> subprocess.CompletedProcess:
-    """Run one of the installed commands (``occ-train`` ...) and capture its output."""
-    exe = BIN / args[0]
-    return subprocess.run([str(exe), *args[1:]], capture_output=True, text=True, cwd=cwd, timeout=timeout)
+def run_cli(*args: str) -> subprocess.CompletedProcess:
+    """Run a command's entry point (``occ-train`` ...) in this process, as its console script does, and
+    capture exit status, stdout and stderr. An uncaught exception propagates: it would be a traceback."""
+    from occnet.export.cli import export_main
+    from occnet.runtime.cli import mesh_main
+    from occnet.train.cli import train_main
+
+    main = {"occ-train": train_main, "occ-export": export_main, "occ-mesh": mesh_main}[args[0]]
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try:
+            main(list(args[1:]))
+            code = 0
+        except SystemExit as exc:
+            code = exc.code if isinstance(exc.code, int) else 1
+    return subprocess.CompletedProcess(args, code, out.getvalue(), err.getvalue())
+
+
+def run_installed(*args: str, cwd: Path | None = None, timeout: float = 600) -> subprocess.CompletedProcess:
+    """Run an installed console script in a new process."""
+    return subprocess.run([str(BIN / args[0]), *args[1:]], capture_output=True, text=True, cwd=cwd,
+                          timeout=timeout)
 
 
 @pytest.fixture(scope="session")

@@ -7,6 +7,7 @@ would need to run is refused with :class:`CheckpointError`.
 from __future__ import annotations
 
 import pickle
+import re
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -54,12 +55,14 @@ def load_checkpoint(path: Path) -> Checkpoint:
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"checkpoint not found: {path}")
+    if not zipfile.is_zipfile(path):
+        raise CheckpointError(f"{path}: not a PyTorch checkpoint (not the zip archive torch.save writes)")
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
-        reason = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else "unsafe content"
+        blocked = re.search(r"Unsupported global: GLOBAL [\w.]+|Unsupported operand \d+", str(exc))
         raise CheckpointError(f"{path}: refused: it holds objects that safe (weights_only) loading does "
-                              f"not allow, so it could run code ({reason})") from None
+                              f"not allow, so it could run code ({blocked[0] if blocked else 'unsafe pickle'})") from None
     except (RuntimeError, EOFError, OSError, ValueError, zipfile.BadZipFile) as exc:
         raise CheckpointError(f"{path}: not a PyTorch checkpoint ({type(exc).__name__})") from None
     if not isinstance(state, dict) or state.get("format") != FORMAT:

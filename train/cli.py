@@ -32,7 +32,7 @@ def occ_train(
     = Path("."),
     epochs: Annotated[int, typer.Option(help="Passes over the training points.")] = 60,
     batch_size: Annotated[int, typer.Option(help="Points per optimiser step.")] = 1024,
-    lr: Annotated[float, typer.Option(help="Peak learning rate (one-cycle schedule).")] = 3e-3,
+    lr: Annotated[float, typer.Option(help="Peak learning rate (warm-up, then cosine decay).")] = 3e-3,
     hidden_size: Annotated[int, typer.Option(help="Width of the hidden layers.")] = 64,
     hidden_layers: Annotated[int, typer.Option(help="Hidden layers after the input layer.")] = 4,
     encoding: Annotated[Encoding, typer.Option(help="Input encoding: none, or fourier features.")]
@@ -85,10 +85,10 @@ def _fmt(v) -> str:
     return "(" + ", ".join(f"{x:.3g}" for x in v) + ")"
 
 
-def train_main() -> None:
+def train_main(argv: list[str] | None = None) -> None:
     """Entry point: needs PyTorch (the ``[train]`` extra); says so in one line if it is missing."""
     try:
         import torch  # noqa: F401
     except ModuleNotFoundError:
         fail("occ-train", "PyTorch is not installed; occ-train needs the train extra: pip install 'occnet[train]'")
-    run_app(train_app, "occ-train")
+    run_app(train_app, "occ-train", argv)

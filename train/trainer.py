@@ -185,8 +185,7 @@ def train(data: PointSet, config: TrainConfig, out_dir: Path, *, resume: bool = 
     model = OccNet(config.architecture, data.bounds_min, data.bounds_max, config.seed).to(device)
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, fused=True)
     steps_per_epoch = math.ceil(len(x_train) / config.batch_size)
-    scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=config.lr, pct_start=0.1,
-                                                    total_steps=config.epochs * steps_per_epoch)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_cosine(config.epochs * steps_per_epoch))
     shuffler = torch.Generator().manual_seed(config.seed + 1)
     history: list[EpochMetrics] = []
     first_epoch = 1
@@ -234,6 +233,19 @@ def train(data: PointSet, config: TrainConfig, out_dir: Path, *, resume: bool = 
     plot_history(history, files.plot)
     best = min(history, key=lambda m: m.val_loss)
     return TrainResult(history, best, files, time.perf_counter() - started)
+
+
+def warmup_cosine(total_steps: int, warmup: float = 0.05, floor: float = 0.01) -> Callable[[int], float]:
+    """LR factor per step: linear warm-up over ``warmup`` of the steps, then cosine decay to ``floor``."""
+    ramp = max(1, int(total_steps * warmup))
+
+    def factor(step: int) -> float:
+        if step < ramp:
+            return (step + 1) / ramp
+        progress = min(1.0, (step - ramp) / max(1, total_steps - ramp))
+        return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * progress))
+
+    return factor
 
 
 def _restore(path: Path, config: TrainConfig, data: PointSet, model, optimizer, scheduler, shuffler,

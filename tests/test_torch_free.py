@@ -1,0 +1,62 @@
+"""The runtime is torch-free, proven: a fresh venv with ``pip install .`` (no extras) has no torch, and
+``occ-mesh models/demo.onnx`` still writes a valid closed mesh there."""
+
+import json
+import os
+import subprocess
+import sys
+import venv
+from pathlib import Path
+
+import pytest
+import trimesh
+from conftest import DEMO_ONNX, ROOT
+
+
+@pytest.fixture(scope="module")
+def runtime_venv(tmp_path_factory) -> Path:
+    env_dir = tmp_path_factory.mktemp("venv")
+    venv.create(env_dir, with_pip=True)
+    bin_dir = env_dir / "bin"
+    build = tmp_path_factory.mktemp("src")
+    result = subprocess.run([str(bin_dir / "pip"), "install", "--quiet", "--disable-pip-version-check",
+                             str(ROOT)], capture_output=True, text=True, timeout=900,
+                            env={**os.environ, "TMPDIR": str(build)})
+    assert result.returncode == 0, result.stderr[-3000:]
+    return bin_dir
+
+
+def test_torch_is_not_there(runtime_venv):
+    for module in ("torch", "onnx"):
+        result = subprocess.run([str(runtime_venv / "python"), "-c", f"import {module}"], capture_output=True)
+        assert result.returncode != 0, f"{module} is importable in the runtime-only venv"
+
+
+def test_occ_mesh_runs_without_torch(runtime_venv, tmp_path):
+    out = tmp_path / "demo.ply"
+    result = subprocess.run([str(runtime_venv / "occ-mesh"), str(DEMO_ONNX), "--resolution", "64", "-o", str(out),
+                             "--json"], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["watertight"] is True
+    mesh = trimesh.load(out)
+    assert mesh.is_watertight and len(mesh.faces) > 1000
+
+
+def test_runtime_imports_nothing_from_train_or_export(runtime_venv):
+    code = ("import sys, occnet.runtime, occnet.runtime.cli, occnet.runtime.inside; "
+            "bad = [m for m in sys.modules if m.split('.')[0] in ('torch', 'onnx') "
+            "or m.startswith(('occnet.train', 'occnet.export'))]; print(bad); sys.exit(bool(bad))")
+    result = subprocess.run([str(runtime_venv / "python"), "-c", code], capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_train_commands_name_the_extra(runtime_venv):
+    result = subprocess.run([str(runtime_venv / "occ-train")], capture_output=True, text=True)
+    assert result.returncode != 0 and "occnet[train]" in result.stderr
+    assert "Traceback" not in result.stderr and len(result.stderr.strip().splitlines()) == 1
+
+
+def test_python_is_the_test_interpreter_version(runtime_venv):
+    result = subprocess.run([str(runtime_venv / "python"), "-c", "import sys; print(sys.version_info[:2])"],
+                            capture_output=True, text=True)
+    assert result.stdout.strip() == str(tuple(sys.version_info[:2]))
