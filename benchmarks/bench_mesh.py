@@ -75,7 +75,7 @@ def main() -> None:
     parser.add_argument("--case", choices=["seed", "dense", "adaptive"])
     parser.add_argument("--resolution", type=int, default=256)
     parser.add_argument("--resolutions", type=int, nargs="+", default=[128, 256, 512])
-    parser.add_argument("--batch-size", type=int, default=65536)
+    parser.add_argument("--batch-size", type=int, default=16384)
     parser.add_argument("--dense-batches", type=int, nargs="+", default=[16384, 65536, 262144, 1048576])
     parser.add_argument("--seed-max", type=int, default=256, help="largest resolution to run the seed's way at")
     parser.add_argument("--threads", type=int, default=0)

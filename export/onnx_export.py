@@ -20,7 +20,7 @@ import onnx
 import torch
 
 from occnet.runtime.contract import INPUT_NAME, OUTPUT_NAME, ModelInfo
-from occnet.runtime.errors import OccNetError
+from occnet.runtime.errors import OccNetError, first_line
 from occnet.runtime.files import atomic_path, check_writable
 from occnet.runtime.grid import Grid
 from occnet.runtime.session import OccupancyModel
@@ -59,7 +59,7 @@ def export_checkpoint(checkpoint: Path, output: Path, opset: int | None = None, 
         model.load_state_dict(ckpt.model_state)
     except RuntimeError as exc:
         raise CheckpointError(f"{checkpoint}: its weights do not fit the architecture it records "
-                              f"({str(exc).splitlines()[0][:200]})") from None
+                              f"({first_line(exc)})") from None
     model.eval()
 
     proto = to_onnx(model, opset)
@@ -87,7 +87,7 @@ def to_onnx(model: OccNet, opset: int | None) -> onnx.ModelProto:
                                         dynamic_shapes={"points": {0: torch.export.Dim("N", min=1)}},
                                         verbose=False, report=False)
         except Exception as exc:  # the exporter raises a wide range of internal errors
-            raise ExportError(f"ONNX export failed: {str(exc).strip().splitlines()[0][:300]}") from None
+            raise ExportError(f"ONNX export failed: {first_line(exc, 300)}") from None
     return program.model_proto
 
 

@@ -38,12 +38,12 @@ def occ_mesh(
     method: Annotated[Method, typer.Option(help="adaptive (coarse-to-fine) or dense (every point).")]
     = Method.adaptive,
     threshold: Annotated[float, typer.Option(help="Occupancy probability of the surface, in (0, 1).")] = 0.5,
-    batch_size: Annotated[int, typer.Option(help="Points per onnxruntime call.")] = 65536,
+    batch_size: Annotated[int, typer.Option(help="Points per onnxruntime call.")] = 16384,
     device: Annotated[Device, typer.Option(help="auto uses CUDA when onnxruntime has it.")] = Device.auto,
     threads: Annotated[int, typer.Option(help="onnxruntime intra-op threads; 0: its default.")] = 0,
     coarse_resolution: Annotated[int, typer.Option(help="adaptive: samples along the longest side at the "
                                  "coarsest level; features thinner than one coarse cell can be missed.")] = 33,
-    guard: Annotated[int, typer.Option(help="adaptive: cells refined around each surface cell.")] = 1,
+    guard: Annotated[int, typer.Option(help="adaptive: extra cells refined around each surface cell.")] = 0,
     largest_only: Annotated[bool, typer.Option(help="Keep only the largest connected component.")] = False,
     min_faces: Annotated[int, typer.Option(help="Drop components with fewer faces.")] = 0,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object of figures.")] = False,

@@ -23,3 +23,10 @@ class ResourceError(OccNetError):
 
 class EmptySurfaceError(OccNetError):
     """A field with no surface at the threshold inside the box: there is no mesh to write."""
+
+
+def first_line(exc: BaseException, limit: int = 200) -> str:
+    """The first line of an exception's message (or its type name), cut to ``limit`` characters: third-party
+    errors are often pages long, and a user gets one line."""
+    lines = str(exc).strip().splitlines()
+    return lines[0][:limit] if lines else type(exc).__name__

@@ -48,7 +48,7 @@ def dense_field(fn: LogitFn, grid: Grid, batch_size: int, progress: Progress | N
 
 
 def adaptive_field(fn: LogitFn, grid: Grid, level: float, batch_size: int, coarse_resolution: int = 33,
-                   guard: int = 1, progress: Progress | None = None) -> Field:
+                   guard: int = 0, progress: Progress | None = None) -> Field:
     """Coarse-to-fine narrow-band evaluation (after ONet's MISE) on ``grid``; ``level`` is the logit iso-level.
 
     A lattice of about ``coarse_resolution`` samples along the longest side is evaluated whole; each finer

@@ -31,9 +31,9 @@ class MeshSettings:
     resolution: int = 256
     method: str = "adaptive"
     threshold: float = 0.5
-    batch_size: int = 65536
+    batch_size: int = 16384
     coarse_resolution: int = 33
-    guard: int = 1
+    guard: int = 0
     largest_only: bool = False
     min_faces: int = 0
 

@@ -8,7 +8,7 @@ import numpy as np
 import onnxruntime as ort
 
 from occnet.runtime.contract import INPUT_NAME, OUTPUT_NAME, ModelInfo
-from occnet.runtime.errors import DeviceError, InputError, ModelError
+from occnet.runtime.errors import DeviceError, InputError, ModelError, first_line
 
 DEVICES = ("auto", "cpu", "cuda")
 CUDA = "CUDAExecutionProvider"
@@ -51,7 +51,7 @@ class OccupancyModel:
         try:
             session = ort.InferenceSession(str(self.path), options, providers=providers)
         except Exception as exc:  # onnxruntime raises its own untyped errors for unreadable models
-            raise ModelError(f"{self.path} is not a usable ONNX model: {_first_line(exc)}") from None
+            raise ModelError(f"{self.path} is not a usable ONNX model: {first_line(exc, 300)}") from None
         if want_cuda and session.get_providers()[0] != CUDA:
             if device == "cuda":
                 raise DeviceError("--device cuda: the CUDA provider failed to start (no GPU or "
@@ -91,8 +91,3 @@ class OccupancyModel:
         for start in range(0, len(points), batch_size):
             out[start:start + batch_size] = self.logits(points[start:start + batch_size])
         return out
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return text[0][:300] if text else type(exc).__name__

@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 
 from occnet.runtime.errors import InputError
-from occnet.train.data import MIN_POINTS, load_npz, make_point_set
+from occnet.runtime.points import MIN_POINTS, load_npz, make_point_set
 
 
 def labelled(n=1000, seed=0):

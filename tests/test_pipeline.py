@@ -2,8 +2,8 @@
 
 import numpy as np
 import trimesh
-from scipy.spatial import cKDTree
 from conftest import DEMO_ONNX, run_cli
+from scipy.spatial import cKDTree
 
 from occnet.runtime.contract import FORMAT_VERSION, INPUT_NAME, OUTPUT_NAME, Architecture
 from occnet.runtime.mesher import MeshSettings, mesh_model

@@ -22,7 +22,8 @@ def quick(**kwargs) -> TrainConfig:
 
 
 def test_run_writes_every_file_and_best_is_the_lowest_val_loss(trained_run):
-    rows = list(csv.DictReader(open(trained_run / "metrics.csv")))
+    with open(trained_run / "metrics.csv") as handle:
+        rows = list(csv.DictReader(handle))
     assert list(rows[0]) == ["epoch", "train_loss", "val_loss", "val_iou", "val_accuracy", "lr", "seconds"]
     assert [int(r["epoch"]) for r in rows] == [1, 2, 3, 4]
     best = load_checkpoint(trained_run / "best.pt")

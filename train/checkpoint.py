@@ -60,9 +60,10 @@ def load_checkpoint(path: Path) -> Checkpoint:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
-        blocked = re.search(r"Unsupported global: GLOBAL [\w.]+|Unsupported operand \d+", str(exc))
+        found = re.search(r"Unsupported global: GLOBAL [\w.]+|Unsupported operand \d+", str(exc))
+        blocked = found[0] if found else "unsafe pickle"
         raise CheckpointError(f"{path}: refused: it holds objects that safe (weights_only) loading does "
-                              f"not allow, so it could run code ({blocked[0] if blocked else 'unsafe pickle'})") from None
+                              f"not allow, so it could run code ({blocked})") from None
     except (RuntimeError, EOFError, OSError, ValueError, zipfile.BadZipFile) as exc:
         raise CheckpointError(f"{path}: not a PyTorch checkpoint ({type(exc).__name__})") from None
     if not isinstance(state, dict) or state.get("format") != FORMAT:

@@ -13,12 +13,12 @@ from pathlib import Path
 import numpy as np
 import trimesh
 
-from occnet.runtime.errors import InputError
+from occnet.runtime.errors import InputError, first_line
 from occnet.runtime.extract import dense_field
 from occnet.runtime.grid import Grid
 from occnet.runtime.inside import contains
+from occnet.runtime.points import MESH_SUFFIXES, PointSet, load_npz, make_point_set
 from occnet.runtime.surface import extract_mesh
-from occnet.train.data import MESH_SUFFIXES, PointSet, _short, load_npz, make_point_set
 from occnet.train.shapes import DEMO_BOUNDS, demo_occupancy, demo_sdf
 
 MAX_DISAGREEMENT = 0.002
@@ -74,7 +74,7 @@ def load_mesh(path: Path) -> trimesh.Trimesh:
     try:
         mesh = trimesh.load(str(path), force="mesh")
     except Exception as exc:  # trimesh raises many untyped errors for unreadable files
-        raise InputError(f"{path}: cannot read as a mesh ({_short(exc)})") from None
+        raise InputError(f"{path}: cannot read as a mesh ({first_line(exc)})") from None
     if not isinstance(mesh, trimesh.Trimesh) or len(mesh.faces) == 0:
         raise InputError(f"{path}: contains no triangles")
     if not np.all(np.isfinite(mesh.vertices)):

@@ -49,3 +49,59 @@ def demo_sdf(points: np.ndarray) -> np.ndarray:
 def demo_occupancy(points: np.ndarray) -> np.ndarray:
     """Exact demo occupancy: ``(N, 3) float -> (N,) uint8``, 1 inside."""
     return (demo_sdf(points) < 0).astype(np.uint8)
+
+
+def voxel_solid(occupied: np.ndarray, pitch: float = 1.0):
+    """Closed triangle mesh of a union of voxels (``occupied``: 3D bool, face-connected, no edge-only contact):
+    one outward quad per face between a filled and an empty voxel. Sharp 90-degree edges, like CAD parts."""
+    import trimesh
+
+    occ = np.pad(np.asarray(occupied, bool), 1)
+    shape = np.array(occ.shape) + 1                               # lattice of voxel corners
+    quads = []
+    for axis in range(3):
+        u, v = (axis + 1) % 3, (axis + 2) % 3
+        e_u, e_v = np.eye(3, dtype=int)[u], np.eye(3, dtype=int)[v]
+        step = np.eye(3, dtype=int)[axis]
+        for sign in (1, -1):
+            neighbour = np.roll(occ, -sign, axis=axis)
+            ijk = np.argwhere(occ & ~neighbour)
+            base = ijk + (step if sign > 0 else 0)
+            corners = np.stack([base, base + e_u, base + e_u + e_v, base + e_v], axis=1)
+            quads.append(corners if sign > 0 else corners[:, ::-1])
+    corners = np.concatenate(quads)                              # (Q, 4, 3) lattice coordinates
+    flat = np.ravel_multi_index(corners.reshape(-1, 3).T, shape)
+    unique, inverse = np.unique(flat, return_inverse=True)
+    vertices = (np.stack(np.unravel_index(unique, shape), axis=1) - 1) * pitch
+    q = inverse.reshape(-1, 4)
+    faces = np.concatenate([q[:, [0, 1, 2]], q[:, [0, 2, 3]]])
+    return trimesh.Trimesh(vertices.astype(np.float64), faces, process=False)
+
+
+def cad_parts(seed: int = 0) -> dict:
+    """Three CAD-like test parts (millimetres, sharp edges, rotated off the grid axes): name -> Trimesh."""
+    import trimesh
+
+    bracket = np.zeros((12, 8, 8), bool)
+    bracket[:, :, :2] = True                                       # base plate
+    bracket[:2, :, :] = True                                       # upright wall
+    bracket[6:9, 3:5, :2] = False                                  # slot through the base
+    bracket[0:2, 2:4, 4:6] = False                                 # window in the wall
+    stepped = np.zeros((10, 9, 7), bool)
+    stepped[:, :, :3] = True
+    stepped[1:7, 2:8, 3:5] = True
+    stepped[2:5, 4:7, 5:7] = True
+    stepped[7:10, 0:3, 0:3] = False                                # corner notch
+    cross = np.zeros((11, 11, 4), bool)
+    cross[4:7, :, :] = True
+    cross[:, 3:6, :] = True
+    cross[4:7, 0:2, 2:4] = False                                   # stepped arm end
+    rng = np.random.default_rng(seed)
+    parts = {}
+    for name, grid, pitch in (("bracket", bracket, 4.0), ("stepped", stepped, 5.0), ("cross", cross, 3.0)):
+        mesh = voxel_solid(grid, pitch)
+        rotation = trimesh.transformations.random_rotation_matrix(rng.random(3))
+        mesh.apply_transform(rotation)
+        mesh.apply_translation(rng.uniform(-50, 50, 3))
+        parts[name] = mesh
+    return parts

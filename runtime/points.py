@@ -1,4 +1,4 @@
-"""Labelled points for training: loaded from ``.npz``, sampled from a mesh, or generated from the demo shape."""
+"""Labelled points (torch-free): validation and ``.npz`` loading, for training (occ-train) and evaluation (occ-eval)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from occnet.runtime.errors import InputError
+from occnet.runtime.errors import InputError, first_line
 
 MIN_POINTS = 100
 POINT_KEYS = ("points", "pts", "xyz", "coords", "positions", "p")
@@ -81,7 +81,7 @@ def load_npz(path: Path) -> PointSet:
         with np.load(path, allow_pickle=False) as data:
             arrays = {key: data[key] for key in data.files}
     except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
-        raise InputError(f"{path}: not a readable .npz file ({_short(exc)})") from None
+        raise InputError(f"{path}: not a readable .npz file ({first_line(exc)})") from None
     points_key = next((k for k in POINT_KEYS if k in arrays), None)
     labels_key = next((k for k in LABEL_KEYS if k in arrays), None)
     if points_key is None or labels_key is None:
@@ -91,8 +91,3 @@ def load_npz(path: Path) -> PointSet:
     if points.ndim == 2 and labels.dtype == np.uint8 and len(labels) == -(-len(points) // 8) != len(points):
         labels = np.unpackbits(labels)[:len(points)]
     return make_point_set(points, labels, str(path))
-
-
-def _short(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return text[0][:200] if text else type(exc).__name__

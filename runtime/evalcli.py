@@ -1,0 +1,67 @@
+"""``occ-eval``: a mesh against a reference mesh, or a model against labelled points (torch-free)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Optional
+
+import trimesh
+import typer
+
+from occnet.runtime.console import run_app
+from occnet.runtime.errors import InputError, first_line
+from occnet.runtime.evaluate import compare_meshes, evaluate_model
+from occnet.runtime.meshio import mesh_format
+from occnet.runtime.points import load_npz
+from occnet.runtime.session import OccupancyModel
+
+eval_app = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
+
+
+@eval_app.command()
+def occ_eval(
+    first: Annotated[Path, typer.Argument(help="A mesh, or an occnet ONNX model.")],
+    second: Annotated[Path, typer.Argument(help="The reference mesh, or labelled points (.npz) for a model.")],
+    tau: Annotated[Optional[list[float]], typer.Option(help="Extra F-score threshold(s), x longest side; "
+                                                       "F-score at 0.01 is always reported.")] = None,
+    samples: Annotated[int, typer.Option(help="Surface samples per mesh (ONet: 100000).")] = 100_000,
+    iou_samples: Annotated[int, typer.Option(help="Uniform samples for volumetric IoU.")] = 100_000,
+    threshold: Annotated[float, typer.Option(help="Model mode: occupancy probability of 'inside'.")] = 0.5,
+    seed: Annotated[int, typer.Option(help="Seed for the samples: same seed, same figures.")] = 0,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+) -> None:
+    """Chamfer-L1, normal consistency, F-score and IoU of MESH against REFERENCE (ONet's metrics), or IoU
+    and accuracy of MODEL.onnx on labelled POINTS.npz."""
+    if first.suffix.lower() == ".onnx":
+        if second.suffix.lower() != ".npz":
+            raise InputError(f"a model is evaluated on labelled points (.npz), not {second.name}")
+        if not second.is_file():
+            raise InputError(f"points file not found: {second}")
+        result = evaluate_model(OccupancyModel(first, device="auto"), load_npz(second), threshold)
+        text = f"{first.name} on {result.points:,} points of {second.name}: IoU {result.iou:.4f}, " \
+               f"accuracy {result.accuracy:.4f}"
+    else:
+        result = compare_meshes(_load(first), _load(second), samples, (0.01, *(tau or [])), iou_samples, seed)
+        fscores = ", ".join(f"F@{t:g} {v:.4f}" for t, v in result.fscore.items())
+        iou = f"IoU {result.iou:.4f}" if result.iou is not None else "IoU n/a (not both closed)"
+        text = f"{first.name} vs {second.name}: Chamfer-L1 {result.chamfer_l1:.5f}, normal consistency " \
+               f"{result.normal_consistency:.4f}, {fscores}, {iou}"
+    typer.echo(json.dumps(result.to_dict()) if as_json else text)
+
+
+def _load(path: Path) -> trimesh.Trimesh:
+    mesh_format(path)
+    if not path.is_file():
+        raise InputError(f"mesh file not found: {path}")
+    try:
+        mesh = trimesh.load(str(path), force="mesh")
+    except Exception as exc:  # trimesh raises many untyped errors for unreadable files
+        raise InputError(f"{path}: cannot read as a mesh ({first_line(exc)})") from None
+    if not isinstance(mesh, trimesh.Trimesh) or len(mesh.faces) == 0:
+        raise InputError(f"{path}: contains no triangles")
+    return mesh
+
+
+def eval_main(argv: list[str] | None = None) -> None:
+    run_app(eval_app, "occ-eval", argv)
