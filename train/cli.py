@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import asdict
 from enum import Enum
 from pathlib import Path
 from typing import Annotated, Optional
@@ -46,32 +47,40 @@ def occ_train(
     near_sigma: Annotated[float, typer.Option(help="Spread of near-surface points, x longest side.")] = 0.01,
     seed: Annotated[int, typer.Option(help="Seed for sampling, split, initialisation and shuffling.")] = 0,
     device: Annotated[Device, typer.Option(help="auto uses CUDA when PyTorch sees a GPU.")] = Device.auto,
-    resume: Annotated[Optional[Path], typer.Option(help="Continue the run in this folder from last.pt.")]
+    resume: Annotated[Optional[Path], typer.Option(help="Continue the run in this folder from last.pt, "
+                      "with the options and data it recorded.")]
     = None,
     force: Annotated[bool, typer.Option(help="Replace a previous run in --out-dir.")] = False,
 ) -> None:
     """Train an occupancy network and keep the checkpoint with the best validation loss."""
     from occnet.runtime.console import progress_bar
     from occnet.train.sampling import SamplingConfig, load_points
-    from occnet.train.trainer import TrainConfig, prepare_run, train
+    from occnet.train.trainer import TrainConfig, prepare_run, run_options, train
 
-    fourier = encoding is Encoding.fourier
-    config = TrainConfig(epochs, batch_size, lr, hidden_size, hidden_layers, encoding.value,
-                         fourier_features if fourier else 0, fourier_scale if fourier else 0.0,
-                         val_fraction, seed, device.value)
-    sampling = SamplingConfig(num_points, near_fraction, near_sigma)
     run_dir = resume if resume is not None else out_dir
     prepare_run(run_dir, resume is not None, force)
-    points = load_points(data, sampling, seed)
+    if resume is not None:                       # the run's own options and data, from its last.pt
+        recorded = run_options(resume)
+        config, sampling = recorded["config"], SamplingConfig(**recorded["sampling"])
+        if data is None and recorded["data_path"]:
+            data = Path(recorded["data_path"])
+    else:
+        fourier = encoding is Encoding.fourier
+        config = TrainConfig(epochs, batch_size, lr, hidden_size, hidden_layers, encoding.value,
+                             fourier_features if fourier else 0, fourier_scale if fourier else 0.0,
+                             val_fraction, seed, device.value)
+        sampling = SamplingConfig(num_points, near_fraction, near_sigma)
+    points = load_points(data, sampling, config.seed)
     typer.echo(f"data: {points.source}: {len(points.points):,} points, {points.labels.mean():.1%} inside, "
                f"box {_fmt(points.bounds_min)} .. {_fmt(points.bounds_max)}", err=True)
-    with progress_bar("training", total=epochs) as update:
+    with progress_bar("training", total=config.epochs) as update:
         def show(row) -> None:
             update(row.epoch)
 
         try:
-            result = train(points, config, run_dir, resume=resume is not None, force=force,
-                           extra={"sampling": sampling.__dict__}, on_epoch=show)
+            extra = {"sampling": asdict(sampling), "data_path": str(data.resolve()) if data else None}
+            result = train(points, config, run_dir, resume=resume is not None, force=force, extra=extra,
+                           on_epoch=show)
         except KeyboardInterrupt:
             fail("occ-train", f"interrupted; last.pt in {run_dir} holds the last finished epoch: "
                  f"continue with occ-train --resume {run_dir}", 130)

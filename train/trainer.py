@@ -235,6 +235,17 @@ def train(data: PointSet, config: TrainConfig, out_dir: Path, *, resume: bool = 
     return TrainResult(history, best, files, time.perf_counter() - started)
 
 
+def run_options(run_dir: Path) -> dict:
+    """What ``last.pt`` in ``run_dir`` recorded about its run: ``config`` (a TrainConfig), ``sampling`` and
+    ``data_path`` (None for the demo), so that ``--resume`` needs nothing but the folder."""
+    state = load_checkpoint(RunFiles(Path(run_dir)).last).state
+    try:
+        config = TrainConfig(**state["config"])
+    except (KeyError, TypeError) as exc:
+        raise CheckpointError(f"{run_dir}/last.pt: does not record its training options ({exc})") from None
+    return {"config": config, "sampling": state.get("sampling", {}), "data_path": state.get("data_path")}
+
+
 def warmup_cosine(total_steps: int, warmup: float = 0.05, floor: float = 0.01) -> Callable[[int], float]:
     """LR factor per step: linear warm-up over ``warmup`` of the steps, then cosine decay to ``floor``."""
     ramp = max(1, int(total_steps * warmup))
