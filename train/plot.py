@@ -14,6 +14,7 @@ def plot_history(history: Sequence, path: Path) -> None:
 
     matplotlib.use("Agg")
     from matplotlib import pyplot as plt
+    from matplotlib.ticker import MaxNLocator
 
     epochs = [m.epoch for m in history]
     fig, (ax_loss, ax_iou) = plt.subplots(1, 2, figsize=(10, 4), dpi=100)
@@ -27,6 +28,7 @@ def plot_history(history: Sequence, path: Path) -> None:
     ax_iou.set(xlabel="epoch", ylabel="IoU", title=f"validation IoU (best.pt: {best.val_iou:.4f})")
     for ax in (ax_loss, ax_iou):
         ax.grid(alpha=0.3)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     fig.tight_layout()
     with atomic_path(Path(path)) as tmp:
         fig.savefig(tmp, format="png")
