@@ -6,13 +6,12 @@ import json
 from pathlib import Path
 from typing import Annotated, Optional
 
-import trimesh
 import typer
 
 from occnet.runtime.console import run_app
-from occnet.runtime.errors import InputError, first_line
+from occnet.runtime.errors import InputError
 from occnet.runtime.evaluate import compare_meshes, evaluate_model
-from occnet.runtime.meshio import mesh_format
+from occnet.runtime.meshio import mesh_format, read_mesh
 from occnet.runtime.points import load_npz
 from occnet.runtime.session import OccupancyModel
 
@@ -42,25 +41,15 @@ def occ_eval(
         text = f"{first.name} on {result.points:,} points of {second.name}: IoU {result.iou:.4f}, " \
                f"accuracy {result.accuracy:.4f}"
     else:
-        result = compare_meshes(_load(first), _load(second), samples, (0.01, *(tau or [])), iou_samples, seed)
+        for path in (first, second):
+            mesh_format(path)
+        result = compare_meshes(read_mesh(first), read_mesh(second), samples, (0.01, *(tau or [])),
+                                iou_samples, seed)
         fscores = ", ".join(f"F@{t:g} {v:.4f}" for t, v in result.fscore.items())
         iou = f"IoU {result.iou:.4f}" if result.iou is not None else "IoU n/a (not both closed)"
         text = f"{first.name} vs {second.name}: Chamfer-L1 {result.chamfer_l1:.5f}, normal consistency " \
                f"{result.normal_consistency:.4f}, {fscores}, {iou}"
     typer.echo(json.dumps(result.to_dict()) if as_json else text)
-
-
-def _load(path: Path) -> trimesh.Trimesh:
-    mesh_format(path)
-    if not path.is_file():
-        raise InputError(f"mesh file not found: {path}")
-    try:
-        mesh = trimesh.load(str(path), force="mesh")
-    except Exception as exc:  # trimesh raises many untyped errors for unreadable files
-        raise InputError(f"{path}: cannot read as a mesh ({first_line(exc)})") from None
-    if not isinstance(mesh, trimesh.Trimesh) or len(mesh.faces) == 0:
-        raise InputError(f"{path}: contains no triangles")
-    return mesh
 
 
 def eval_main(argv: list[str] | None = None) -> None:

@@ -13,10 +13,11 @@ from pathlib import Path
 import numpy as np
 import trimesh
 
-from occnet.runtime.errors import InputError, first_line
+from occnet.runtime.errors import InputError
 from occnet.runtime.extract import dense_field
 from occnet.runtime.grid import Grid
 from occnet.runtime.inside import contains
+from occnet.runtime.meshio import read_mesh
 from occnet.runtime.points import MESH_SUFFIXES, PointSet, load_npz, make_point_set
 from occnet.runtime.surface import extract_mesh
 from occnet.train.shapes import DEMO_BOUNDS, demo_occupancy, demo_sdf
@@ -71,14 +72,7 @@ def demo_points(config: SamplingConfig, seed: int) -> PointSet:
 
 def load_mesh(path: Path) -> trimesh.Trimesh:
     """Read a closed triangle mesh, merging duplicate vertices; refuse one whose inside is undefined."""
-    try:
-        mesh = trimesh.load(str(path), force="mesh")
-    except Exception as exc:  # trimesh raises many untyped errors for unreadable files
-        raise InputError(f"{path}: cannot read as a mesh ({first_line(exc)})") from None
-    if not isinstance(mesh, trimesh.Trimesh) or len(mesh.faces) == 0:
-        raise InputError(f"{path}: contains no triangles")
-    if not np.all(np.isfinite(mesh.vertices)):
-        raise InputError(f"{path}: has NaN or infinite vertex coordinates")
+    mesh = read_mesh(path)
     mesh.merge_vertices()
     mesh.update_faces(mesh.nondegenerate_faces())
     if not mesh.is_watertight:
