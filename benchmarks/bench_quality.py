@@ -25,6 +25,7 @@ from occnet.train.trainer import TrainConfig, train
 RECIPES = {
     "default": (TrainConfig(), SamplingConfig()),
     "seed": (TrainConfig(epochs=100, lr=1e-3), SamplingConfig(near_fraction=0.0)),
+    "uniform": (TrainConfig(), SamplingConfig(near_fraction=0.0)),
     "near-0.8": (TrainConfig(), SamplingConfig(near_fraction=0.8)),
     "near-0.2": (TrainConfig(), SamplingConfig(near_fraction=0.2)),
     "long": (TrainConfig(epochs=150), SamplingConfig(num_points=200_000)),

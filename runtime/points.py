@@ -14,7 +14,6 @@ from occnet.runtime.errors import InputError, first_line
 MIN_POINTS = 100
 POINT_KEYS = ("points", "pts", "xyz", "coords", "positions", "p")
 LABEL_KEYS = ("occupancies", "occupancy", "occ", "labels", "label", "inside", "values")
-MESH_SUFFIXES = (".obj", ".ply", ".stl", ".off", ".glb")
 
 
 @dataclass(frozen=True)

@@ -2,7 +2,7 @@
 ``occ-mesh models/demo.onnx`` still writes a valid closed mesh there."""
 
 import json
-import os
+import shutil
 import subprocess
 import sys
 import venv
@@ -18,10 +18,11 @@ def runtime_venv(tmp_path_factory) -> Path:
     env_dir = tmp_path_factory.mktemp("venv")
     venv.create(env_dir, with_pip=True)
     bin_dir = env_dir / "bin"
-    build = tmp_path_factory.mktemp("src")
+    source = tmp_path_factory.mktemp("src") / "occnet"      # a clean copy: no stale build/ in the checkout
+    shutil.copytree(ROOT, source, ignore=shutil.ignore_patterns(".git", "build", "*.egg-info", ".venv*", "venv",
+                                                                "__pycache__", ".pytest_cache", ".hypothesis"))
     result = subprocess.run([str(bin_dir / "pip"), "install", "--quiet", "--disable-pip-version-check",
-                             str(ROOT)], capture_output=True, text=True, timeout=900,
-                            env={**os.environ, "TMPDIR": str(build)})
+                             str(source)], capture_output=True, text=True, timeout=900)
     assert result.returncode == 0, result.stderr[-3000:]
     return bin_dir
 

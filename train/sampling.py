@@ -17,8 +17,8 @@ from occnet.runtime.errors import InputError
 from occnet.runtime.extract import dense_field
 from occnet.runtime.grid import Grid
 from occnet.runtime.inside import contains
-from occnet.runtime.meshio import read_mesh
-from occnet.runtime.points import MESH_SUFFIXES, PointSet, load_npz, make_point_set
+from occnet.runtime.meshio import MESH_FORMATS, read_mesh
+from occnet.runtime.points import PointSet, load_npz, make_point_set
 from occnet.runtime.surface import extract_mesh
 from occnet.train.shapes import DEMO_BOUNDS, demo_occupancy, demo_sdf
 
@@ -114,7 +114,7 @@ def load_points(data: Path | None, config: SamplingConfig, seed: int) -> PointSe
     suffix = data.suffix.lower()
     if suffix == ".npz":
         return load_npz(data)
-    if suffix in MESH_SUFFIXES:
+    if suffix in MESH_FORMATS:
         return mesh_points(data, config, seed)
     raise InputError(f"{data}: unknown data format {suffix or '(no suffix)'!r}; use .npz or a mesh "
-                     f"({' '.join(MESH_SUFFIXES)})")
+                     f"({' '.join(MESH_FORMATS)})")
