@@ -1,5 +1,6 @@
 """Every command, run as a user runs it: bad input gets one line, a non-zero exit, no traceback, no file."""
 
+import hashlib
 import json
 import os
 
@@ -23,6 +24,11 @@ def assert_clean_failure(result, prog, match=None):
 
 def listing(path):
     return sorted(p.name for p in path.rglob("*"))
+
+
+def contents(path):
+    """Every file under ``path`` with a digest of its bytes: equal before and after means untouched."""
+    return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in path.rglob("*") if p.is_file()}
 
 
 @pytest.fixture(scope="module")
@@ -62,10 +68,10 @@ def inputs(tmp_path_factory, trained_run, trained_onnx):
     ("random.glb", None), ("empty.obj", None), ("empty.stl", None), ("open.obj", "not closed"),
 ])
 def test_occ_train_bad_data(inputs, tmp_path, name, match):
-    before = listing(inputs)
+    before = contents(inputs)
     result = run_cli("occ-train", str(inputs / name), "--out-dir", str(tmp_path / "run"), "--epochs", "1")
     assert_clean_failure(result, "occ-train", match)
-    assert listing(inputs) == before
+    assert contents(inputs) == before
     assert not (tmp_path / "run").exists() or listing(tmp_path / "run") == []
 
 
