@@ -106,6 +106,21 @@ def test_resume_ends_where_an_uninterrupted_run_ends(small_data, tmp_path):
     assert all(torch.equal(a[k], b[k]) for k in a)
 
 
+def test_resume_without_best_pt_writes_a_new_one(small_data, tmp_path):
+    class Stop(Exception):
+        pass
+
+    def stop(row):
+        raise Stop
+
+    with pytest.raises(Stop):
+        train(small_data, quick(epochs=3), tmp_path, on_epoch=stop)
+    (tmp_path / "best.pt").unlink()
+    result = train(small_data, quick(epochs=3), tmp_path, resume=True)
+    assert load_checkpoint(tmp_path / "best.pt").state["epoch"] == min(
+        (m for m in result.history if m.epoch > 1), key=lambda m: m.val_loss).epoch
+
+
 def test_resume_needs_the_same_options(small_data, tmp_path):
     train(small_data, quick(epochs=1), tmp_path)
     with pytest.raises(InputError, match="other options"):

@@ -195,7 +195,8 @@ def train(data: PointSet, config: TrainConfig, out_dir: Path, *, resume: bool = 
     record = {"config": asdict(config), "data_source": data.source, "data_sha256": data.sha256,
               "architecture": asdict(config.architecture), "bounds_min": list(data.bounds_min),
               "bounds_max": list(data.bounds_max), "versions": versions(), **(extra or {})}
-    best_loss = min((m.val_loss for m in history), default=math.inf)
+    # a resumed run whose best.pt is gone writes a new one at its next epoch
+    best_loss = min((m.val_loss for m in history), default=math.inf) if files.best.exists() else math.inf
     for epoch in range(first_epoch, config.epochs + 1):
         tick = time.perf_counter()
         model.train()
