@@ -66,7 +66,7 @@ def adaptive_field(fn: LogitFn, grid: Grid, level: float, batch_size: int, coars
         raise InputError(f"guard must be >= 0, got {guard}")
     ratio = (max(grid.shape) - 1) / (coarse_resolution - 1)
     step = 1 << max(0, round(math.log2(ratio))) if ratio > 1 else 1
-    band = _Band(fn, grid, level, batch_size, progress)
+    band = _Band(fn, level, batch_size, progress)
 
     lattice = _Lattice(grid, step)
     values = np.empty(lattice.size, np.float32)
@@ -75,7 +75,7 @@ def adaptive_field(fn: LogitFn, grid: Grid, level: float, batch_size: int, coars
     active = lattice.sign_change_cells(values, level)
     while lattice.step > 1:
         fine = _Lattice(grid, lattice.step // 2)
-        values, evaluated = fine.upsample(lattice, values), fine.upsample(lattice, evaluated, fill=False)
+        values, evaluated = fine.upsample(lattice, values), fine.embed(lattice, evaluated)
         seeds = fine.children(lattice, lattice.dilate(active, guard), band.scratch(fine.size))
         active = band.follow_surface(fine, values, evaluated, seeds)
         lattice = fine
@@ -108,23 +108,25 @@ class _Lattice:
         ijk = np.stack(np.unravel_index(flat, self.shape), axis=1) * self.step
         return self.grid.to_world(ijk)
 
-    def upsample(self, coarse: _Lattice, array: np.ndarray, fill=None) -> np.ndarray:
+    def upsample(self, coarse: _Lattice, values: np.ndarray) -> np.ndarray:
         """Values at this (twice as fine) lattice: coarse samples kept, new samples copy their cell's lowest
-        corner, or take ``fill``. Contiguous copies (repeat along z, then whole rows and planes), about
-        twice as fast as strided assignment."""
-        src = array.reshape(coarse.shape)
+        corner. Contiguous copies (repeat along z, then whole rows and planes), about twice as fast as
+        strided assignment."""
         n0, n1, n2 = self.shape
-        h0, h1 = (n0 + 1) // 2, (n1 + 1) // 2
-        src = src[:h0, :h1]
-        if fill is None:
-            rows = np.repeat(src, 2, axis=2)[:, :, :n2]
-        else:
-            rows = np.full(src.shape[:2] + (n2,), fill, array.dtype)
-            rows[:, :, ::2] = src[:, :, :(n2 + 1) // 2]
-        out = np.empty(self.shape, array.dtype)
+        src = values.reshape(coarse.shape)[:(n0 + 1) // 2, :(n1 + 1) // 2]
+        rows = np.repeat(src, 2, axis=2)[:, :, :n2]
+        out = np.empty(self.shape, values.dtype)
         out[0::2, 0::2] = rows
-        out[0::2, 1::2] = rows[:, :n1 // 2] if fill is None else fill
-        out[1::2] = out[0:n0 - 1:2] if fill is None else fill
+        out[0::2, 1::2] = rows[:, :n1 // 2]
+        out[1::2] = out[0:n0 - 1:2]
+        return out.reshape(-1)
+
+    def embed(self, coarse: _Lattice, mask: np.ndarray) -> np.ndarray:
+        """A coarse per-sample mask on this (twice as fine) lattice: coarse samples keep theirs, new ones
+        are False."""
+        n0, n1, n2 = self.shape
+        out = np.zeros(self.shape, bool)
+        out[::2, ::2, ::2] = mask.reshape(coarse.shape)[:(n0 + 1) // 2, :(n1 + 1) // 2, :(n2 + 1) // 2]
         return out.reshape(-1)
 
     def sign_change_cells(self, values: np.ndarray, level: float, cells: np.ndarray | None = None) -> np.ndarray:
@@ -179,8 +181,8 @@ class _Lattice:
 class _Band:
     """Evaluation of a narrow band: counts points, reuses one scratch bitmap for de-duplication."""
 
-    def __init__(self, fn: LogitFn, grid: Grid, level: float, batch_size: int, progress: Progress | None):
-        self.fn, self.grid, self.level, self.batch_size, self.progress = fn, grid, level, batch_size, progress
+    def __init__(self, fn: LogitFn, level: float, batch_size: int, progress: Progress | None):
+        self.fn, self.level, self.batch_size, self.progress = fn, level, batch_size, progress
         self.points_evaluated = 0
         self._scratch = np.zeros(0, bool)
 

@@ -31,7 +31,7 @@ def extract_mesh(field: Field, level: float) -> trimesh.Trimesh:
         raise EmptySurfaceError(f"the field is {side} everywhere in the box at this threshold: no surface")
     offset = 0
     if _border_inside(values, level):
-        values, cells, offset = _pad_outside(values, cells, level), _pad_cells(cells), 1
+        values, cells, offset = _pad_outside(values, level), _pad_cells(cells), 1
     mask = None if cells is None else _upper_corner_mask(cells)
     verts, faces, _, _ = measure.marching_cubes(values, level, mask=mask, allow_degenerate=False,
                                                 gradient_direction="ascent")
@@ -64,7 +64,7 @@ def _border_inside(values: np.ndarray, level: float) -> bool:
     return any(bool((f > level).any()) for f in faces)
 
 
-def _pad_outside(values: np.ndarray, cells, level: float) -> np.ndarray:
+def _pad_outside(values: np.ndarray, level: float) -> np.ndarray:
     padded = np.full(tuple(s + 2 for s in values.shape), min(float(values.min()), level) - 1.0, np.float32)
     padded[1:-1, 1:-1, 1:-1] = values
     return padded
