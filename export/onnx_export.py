@@ -12,14 +12,13 @@ import logging
 import platform
 import warnings
 from dataclasses import dataclass
-from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
 import numpy as np
 import onnx
 import torch
 
-from occnet.runtime.contract import INPUT_NAME, OUTPUT_NAME, ModelInfo
+from occnet.runtime.contract import INPUT_NAME, OUTPUT_NAME, ModelInfo, installed_version
 from occnet.runtime.errors import OccNetError, first_line
 from occnet.runtime.files import atomic_path, check_writable
 from occnet.runtime.grid import Grid
@@ -119,14 +118,8 @@ def verify_model(model: OccNet, path: Path, n_points: int, seed: int) -> tuple[f
 
 def producer() -> dict:
     """Versions of what produced the model."""
-    def pkg(name: str) -> str:
-        try:
-            return version(name)
-        except PackageNotFoundError:
-            return "unknown"
-
-    return {"occnet": pkg("occnet"), "torch": str(torch.__version__), "onnx": onnx.__version__,
-            "onnxruntime": pkg("onnxruntime"), "python": platform.python_version()}
+    return {"occnet": installed_version("occnet"), "torch": str(torch.__version__), "onnx": onnx.__version__,
+            "onnxruntime": installed_version("onnxruntime"), "python": platform.python_version()}
 
 
 def _sha256(path: Path) -> str:

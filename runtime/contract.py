@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import math
 from dataclasses import asdict, dataclass, field
+from importlib.metadata import PackageNotFoundError, version
 
 from occnet.runtime.errors import ModelError
 
@@ -104,6 +105,14 @@ class ModelInfo:
         if not all(h > low for low, h in zip(lo, hi)):
             raise ModelError(f"model bounds are empty: min {lo}, max {hi}")
         return cls(lo, hi, arch, metrics, props.get(MetaKey.CHECKPOINT_SHA256, ""), producer, version)
+
+
+def installed_version(distribution: str) -> str:
+    """The installed version of a distribution, for the producer records of checkpoints and models."""
+    try:
+        return version(distribution)
+    except PackageNotFoundError:
+        return "unknown"
 
 
 def _vector(value) -> tuple[float, float, float]:

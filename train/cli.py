@@ -87,7 +87,8 @@ def occ_train(
     best = result.best
     typer.echo(f"{len(result.history)} epochs in {result.seconds:.1f} s; best.pt from epoch {best.epoch}: "
                f"val loss {best.val_loss:.4f}, val IoU {best.val_iou:.4f}, val accuracy {best.val_accuracy:.4f}")
-    written = [f for f in (result.files.best, result.files.last, result.files.metrics, result.files.plot) if f.exists()]
+    files = result.files
+    written = [f for f in (files.best, files.last, files.metrics, files.plot) if f.exists()]
     typer.echo(f"files: {', '.join(map(str, written))}")
 
 

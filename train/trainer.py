@@ -15,14 +15,13 @@ import platform
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, fields
-from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
 import numpy as np
 import torch
 from torch.nn import functional as F
 
-from occnet.runtime.contract import Architecture
+from occnet.runtime.contract import Architecture, installed_version
 from occnet.runtime.errors import InputError
 from occnet.runtime.files import check_writable, write_bytes_atomic
 from occnet.runtime.points import PointSet
@@ -86,25 +85,18 @@ class EpochMetrics:
 
 @dataclass(frozen=True)
 class RunFiles:
-    """The files a run writes into its output folder."""
+    """The files a run writes into its output folder; :meth:`in_folder` names them."""
 
     out_dir: Path
+    best: Path
+    last: Path
+    metrics: Path
+    plot: Path
 
-    @property
-    def best(self) -> Path:
-        return self.out_dir / "best.pt"
-
-    @property
-    def last(self) -> Path:
-        return self.out_dir / "last.pt"
-
-    @property
-    def metrics(self) -> Path:
-        return self.out_dir / "metrics.csv"
-
-    @property
-    def plot(self) -> Path:
-        return self.out_dir / "loss.png"
+    @classmethod
+    def in_folder(cls, out_dir: Path) -> RunFiles:
+        folder = Path(out_dir)
+        return cls(folder, folder / "best.pt", folder / "last.pt", folder / "metrics.csv", folder / "loss.png")
 
 
 @dataclass(frozen=True)
@@ -126,7 +118,7 @@ def resolve_device(name: str) -> torch.device:
 
 def prepare_run(out_dir: Path, resume: bool, force: bool) -> RunFiles:
     """Check the output folder before any work: creatable, writable, and not holding another run."""
-    files = RunFiles(Path(out_dir))
+    files = RunFiles.in_folder(out_dir)
     if files.out_dir.exists() and not files.out_dir.is_dir():
         raise InputError(f"--out-dir {out_dir} is a file, not a folder")
     try:
@@ -217,8 +209,7 @@ def train(data: PointSet, config: TrainConfig, out_dir: Path, *, resume: bool = 
         history.append(row)
 
         weights = {k: v.detach().cpu() for k, v in model.state_dict().items()}
-        metrics = {"epoch": epoch, "val_loss": val_loss, "val_iou": val_iou, "val_accuracy": val_acc,
-                   "train_loss": row.train_loss}
+        metrics = asdict(row)
         if val_loss < best_loss:
             best_loss = val_loss
             save_checkpoint(files.best, {**record, "model": weights, "epoch": epoch, "metrics": metrics})
@@ -239,7 +230,7 @@ def train(data: PointSet, config: TrainConfig, out_dir: Path, *, resume: bool = 
 def run_options(run_dir: Path) -> dict:
     """What ``last.pt`` in ``run_dir`` recorded about its run: ``config`` (a TrainConfig), ``sampling`` and
     ``data_path`` (None for the demo), so that ``--resume`` needs nothing but the folder."""
-    state = load_checkpoint(RunFiles(Path(run_dir)).last).state
+    state = load_checkpoint(RunFiles.in_folder(run_dir).last).state
     try:
         config = TrainConfig(**state["config"])
     except (KeyError, TypeError) as exc:
@@ -291,9 +282,5 @@ def write_metrics(history: list[EpochMetrics], path: Path) -> None:
 
 def versions() -> dict:
     """Versions of what produced a checkpoint."""
-    try:
-        occnet_version = version("occnet")
-    except PackageNotFoundError:
-        occnet_version = "unknown"
-    return {"occnet": occnet_version, "torch": str(torch.__version__), "numpy": np.__version__,
+    return {"occnet": installed_version("occnet"), "torch": str(torch.__version__), "numpy": np.__version__,
             "python": platform.python_version()}
