@@ -31,12 +31,9 @@ def run_seed(resolution: int) -> dict:
     from skimage import measure
 
     from occnet.train.checkpoint import load_checkpoint
-    from occnet.train.model import OccNet
 
     ckpt = load_checkpoint(DEMO.with_suffix(".pt"))
-    model = OccNet(ckpt.architecture, ckpt.bounds_min, ckpt.bounds_max)
-    model.load_state_dict(ckpt.model_state)
-    model.eval()
+    model = ckpt.network()
     start = time.perf_counter()
     axes = [np.linspace(lo, hi, resolution) for lo, hi in zip(ckpt.bounds_min, ckpt.bounds_max)]
     grid = np.stack(np.meshgrid(*axes, indexing="xy"), axis=-1).reshape(-1, 3)

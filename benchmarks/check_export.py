@@ -15,9 +15,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from occnet.export.onnx_export import scaled_difference
 from occnet.runtime.session import OccupancyModel
 from occnet.train.checkpoint import load_checkpoint
-from occnet.train.model import OccNet
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -29,9 +29,7 @@ def main() -> None:
     parser.add_argument("--points", type=int, default=5_000_000)
     args = parser.parse_args()
     ckpt = load_checkpoint(args.checkpoint)
-    net = OccNet(ckpt.architecture, ckpt.bounds_min, ckpt.bounds_max)
-    net.load_state_dict(ckpt.model_state)
-    net.eval()
+    net = ckpt.network()
     session = OccupancyModel(args.model, device="cpu")
     lo, hi = np.array(ckpt.bounds_min), np.array(ckpt.bounds_max)
     pad = 0.1 * (hi - lo)
@@ -45,7 +43,7 @@ def main() -> None:
         got = session.logits_batched(points, 65536)
         diff = np.abs(got - expected)
         worst = max(worst, float(diff.max()))
-        scaled = max(scaled, float((diff / np.maximum(1, np.abs(expected))).max()))
+        scaled = max(scaled, float(scaled_difference(got, expected).max()))
         small = np.abs(expected) < 10
         near = max(near, float(diff[small].max()) if small.any() else 0.0)
         flips += int(np.count_nonzero((got > 0) != (expected > 0)))

@@ -53,13 +53,10 @@ def export_checkpoint(checkpoint: Path, output: Path, opset: int | None = None, 
     """Export ``checkpoint`` to ``output`` (atomically) with occnet metadata; verify it unless told not to."""
     output = check_writable(Path(output))
     ckpt = load_checkpoint(checkpoint)
-    model = OccNet(ckpt.architecture, ckpt.bounds_min, ckpt.bounds_max)
     try:
-        model.load_state_dict(ckpt.model_state)
-    except RuntimeError as exc:
-        raise CheckpointError(f"{checkpoint}: its weights do not fit the architecture it records "
-                              f"({first_line(exc)})") from None
-    model.eval()
+        model = ckpt.network()
+    except CheckpointError as exc:
+        raise CheckpointError(f"{checkpoint}: {exc}") from None
 
     proto = to_onnx(model, opset)
     info = ModelInfo(ckpt.bounds_min, ckpt.bounds_max, ckpt.architecture, _plain(ckpt.metrics),
@@ -107,13 +104,17 @@ def verify_model(model: OccNet, path: Path, n_points: int, seed: int) -> tuple[f
             got = session.logits_batched(points, 65536)
             if got.shape != expected.shape or not np.all(np.isfinite(got)):
                 raise ExportError(f"onnxruntime returned shape {got.shape} or non-finite logits")
-            diff = np.abs(got - expected)
-            worst = max(worst, float(diff.max()))
-            worst_scaled = max(worst_scaled, float((diff / np.maximum(1.0, np.abs(expected))).max()))
+            worst = max(worst, float(np.abs(got - expected).max()))
+            worst_scaled = max(worst_scaled, float(scaled_difference(got, expected).max()))
     if worst_scaled > TOLERANCE:
         raise ExportError(f"verification failed: onnxruntime differs from PyTorch by {worst_scaled:.3g} "
                           f"x max(1, |logit|) (> {TOLERANCE:g})")
     return worst, worst_scaled, sum(len(s) for s in samples)
+
+
+def scaled_difference(got: np.ndarray, expected: np.ndarray) -> np.ndarray:
+    """What verification bounds by ``TOLERANCE``: ``|got - expected| / max(1, |expected|)``, per logit."""
+    return np.abs(got - expected) / np.maximum(1.0, np.abs(expected))
 
 
 def producer() -> dict:

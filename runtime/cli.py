@@ -9,7 +9,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from occnet.runtime.console import progress_bar, run_app
+from occnet.runtime.console import Device, progress_bar, run_app
 from occnet.runtime.mesher import MeshSettings, mesh_model
 from occnet.runtime.meshio import check_mesh_output, write_mesh
 from occnet.runtime.session import OccupancyModel
@@ -18,12 +18,6 @@ from occnet.runtime.session import OccupancyModel
 class Method(str, Enum):
     adaptive = "adaptive"
     dense = "dense"
-
-
-class Device(str, Enum):
-    auto = "auto"
-    cpu = "cpu"
-    cuda = "cuda"
 
 
 mesh_app = typer.Typer(add_completion=False, pretty_exceptions_enable=False)

@@ -5,12 +5,17 @@ from __future__ import annotations
 import contextlib
 import sys
 from collections.abc import Callable, Iterator
+from enum import Enum
 
 import typer
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
+from occnet.runtime.contract import DEVICES
 from occnet.runtime.errors import OccNetError
+
+Device = Enum("Device", {name: name for name in DEVICES}, type=str)
+"""``--device`` choices for every command."""
 
 EXIT_ERROR = 1
 EXIT_USAGE = 2

@@ -16,6 +16,8 @@ FORMAT_VERSION = 1
 INPUT_NAME = "points"
 OUTPUT_NAME = "logits"
 ENCODINGS = ("none", "fourier")
+DEVICES = ("auto", "cpu", "cuda")
+"""Where the commands run: ``auto`` takes CUDA when it is there and says when it falls back."""
 
 
 class MetaKey:

@@ -7,10 +7,9 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
-from occnet.runtime.contract import INPUT_NAME, OUTPUT_NAME, ModelInfo
+from occnet.runtime.contract import DEVICES, INPUT_NAME, OUTPUT_NAME, ModelInfo
 from occnet.runtime.errors import DeviceError, InputError, ModelError, first_line
 
-DEVICES = ("auto", "cpu", "cuda")
 CUDA = "CUDAExecutionProvider"
 CPU = "CPUExecutionProvider"
 

@@ -15,8 +15,9 @@ from pathlib import Path
 import torch
 
 from occnet.runtime.contract import Architecture
-from occnet.runtime.errors import InputError
+from occnet.runtime.errors import InputError, first_line
 from occnet.runtime.files import atomic_path
+from occnet.train.model import OccNet
 
 FORMAT = "occnet.checkpoint"
 VERSION = 1
@@ -42,6 +43,16 @@ class Checkpoint:
     @property
     def metrics(self) -> dict:
         return self.state["metrics"]
+
+    def network(self) -> OccNet:
+        """The network this checkpoint describes, weights loaded, in evaluation mode; raises
+        :class:`CheckpointError` when the weights do not fit the architecture it records."""
+        model = OccNet(self.architecture, self.bounds_min, self.bounds_max)
+        try:
+            model.load_state_dict(self.model_state)
+        except RuntimeError as exc:
+            raise CheckpointError(f"its weights do not fit the architecture it records ({first_line(exc)})") from None
+        return model.eval()
 
 
 def save_checkpoint(path: Path, state: dict) -> None:

@@ -9,15 +9,9 @@ from typing import Annotated, Optional
 
 import typer
 
-from occnet.runtime.console import fail, run_app
+from occnet.runtime.console import Device, fail, run_app
 
 train_app = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
-
-
-class Device(str, Enum):
-    auto = "auto"
-    cpu = "cpu"
-    cuda = "cuda"
 
 
 class Encoding(str, Enum):

@@ -21,15 +21,13 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
-from occnet.runtime.contract import Architecture, installed_version
+from occnet.runtime.contract import DEVICES, Architecture, installed_version
 from occnet.runtime.errors import InputError
 from occnet.runtime.files import check_writable, write_bytes_atomic
 from occnet.runtime.points import PointSet
 from occnet.train.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from occnet.train.model import OccNet
 from occnet.train.plot import plot_history
-
-DEVICES = ("auto", "cpu", "cuda")
 
 
 @dataclass(frozen=True)
