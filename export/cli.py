@@ -21,8 +21,10 @@ def occ_export(
     = True,
 ) -> None:
     """Export a checkpoint to ONNX with its bounds, architecture and metrics as metadata."""
-    from occnet.export.onnx_export import TOLERANCE, export_checkpoint
+    from occnet.export.onnx_export import TOLERANCE, check_export_output, export_checkpoint
 
+    if check_export_output(checkpoint, output):
+        typer.echo(f"note: replacing the existing {output}", err=True)
     report = export_checkpoint(checkpoint, output, opset, verify)
     check = (f"vs PyTorch on {report.points_checked:,} points: max |logit diff| {report.max_abs_diff:.2e}, "
              f"max |diff|/max(1,|logit|) {report.max_scaled_diff:.2e} (limit {TOLERANCE:g})"

@@ -7,10 +7,12 @@ path is the one PyTorch supports and develops, and handles the dynamic batch dim
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import platform
 import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,8 +21,8 @@ import onnx
 import torch
 
 from occnet.runtime.contract import INPUT_NAME, OUTPUT_NAME, ModelInfo, installed_version
-from occnet.runtime.errors import OccNetError, first_line
-from occnet.runtime.files import atomic_path, check_writable
+from occnet.runtime.errors import OccNetError, OutputError, first_line
+from occnet.runtime.files import atomic_path, check_output
 from occnet.runtime.grid import Grid
 from occnet.runtime.session import OccupancyModel
 from occnet.train.checkpoint import CheckpointError, load_checkpoint
@@ -48,10 +50,19 @@ class ExportReport:
     points_checked: int
 
 
+def check_export_output(checkpoint: Path, output: Path) -> bool:
+    """Refuse an output that is not ``.onnx``, is the checkpoint itself or another checkpoint, or cannot be
+    written; True when an existing model would be replaced."""
+    output = Path(output)
+    if output.suffix.lower() != ".onnx":
+        raise OutputError(f"{output}: the output must be an .onnx file")
+    return check_output(output, [Path(checkpoint)])
+
+
 def export_checkpoint(checkpoint: Path, output: Path, opset: int | None = None, verify: bool = True,
                       verify_points: int = 200_000, seed: int = 0) -> ExportReport:
     """Export ``checkpoint`` to ``output`` (atomically) with occnet metadata; verify it unless told not to."""
-    output = check_writable(Path(output))
+    check_export_output(checkpoint, output)
     ckpt = load_checkpoint(checkpoint)
     try:
         model = ckpt.network()
@@ -74,8 +85,7 @@ def export_checkpoint(checkpoint: Path, output: Path, opset: int | None = None, 
 def to_onnx(model: OccNet, opset: int | None) -> onnx.ModelProto:
     """Export ``model`` with input ``points [N, 3]`` (dynamic N) and output ``logits [N]``."""
     example = torch.zeros(8, 3)
-    logging.getLogger("torch.onnx").setLevel(logging.ERROR)
-    with warnings.catch_warnings():
+    with warnings.catch_warnings(), _quiet(logging.getLogger("torch.onnx")):
         warnings.simplefilter("ignore")
         try:
             program = torch.onnx.export(model, (example,), dynamo=True, opset_version=opset,
@@ -115,6 +125,17 @@ def verify_model(model: OccNet, path: Path, n_points: int, seed: int) -> tuple[f
 def scaled_difference(got: np.ndarray, expected: np.ndarray) -> np.ndarray:
     """What verification bounds by ``TOLERANCE``: ``|got - expected| / max(1, |expected|)``, per logit."""
     return np.abs(got - expected) / np.maximum(1.0, np.abs(expected))
+
+
+@contextlib.contextmanager
+def _quiet(logger: logging.Logger) -> Iterator[None]:
+    """The exporter's progress chatter off for the duration, the caller's logging level restored after."""
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
 
 
 def producer() -> dict:

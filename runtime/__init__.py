@@ -2,27 +2,37 @@
 
 >>> from occnet.runtime import OccupancyModel, MeshSettings, mesh_model
 >>> mesh, stats = mesh_model(OccupancyModel("models/demo.onnx"), MeshSettings(resolution=128))
+
+Names are imported on first use (PEP 562), so a command's ``--help`` does not load onnxruntime,
+scikit-image and trimesh.
 """
 
-from occnet.runtime.contract import Architecture, ModelInfo
-from occnet.runtime.errors import (
-    DeviceError,
-    EmptySurfaceError,
-    InputError,
-    ModelError,
-    OccNetError,
-    ResourceError,
-)
-from occnet.runtime.extract import Field, adaptive_field, dense_field
-from occnet.runtime.grid import Grid
-from occnet.runtime.mesher import MeshSettings, MeshStats, mesh_field, mesh_model
-from occnet.runtime.meshio import write_mesh
-from occnet.runtime.session import OccupancyModel
-from occnet.runtime.surface import extract_mesh, probability_to_logit
+from __future__ import annotations
 
-__all__ = [
-    "Architecture", "DeviceError", "EmptySurfaceError", "Field", "Grid", "InputError", "MeshSettings",
-    "MeshStats", "ModelError", "ModelInfo", "OccNetError", "OccupancyModel", "ResourceError",
-    "adaptive_field", "dense_field", "extract_mesh", "mesh_field", "mesh_model", "probability_to_logit",
-    "write_mesh",
-]
+import importlib
+
+_EXPORTS = {
+    "Architecture": "contract", "ModelInfo": "contract",
+    "DeviceError": "errors", "EmptySurfaceError": "errors", "InputError": "errors", "ModelError": "errors",
+    "OccNetError": "errors", "OutputError": "errors", "ResourceError": "errors",
+    "Field": "extract", "adaptive_field": "extract", "dense_field": "extract",
+    "Grid": "grid",
+    "MeshStats": "mesher", "mesh_field": "mesher", "mesh_model": "mesher",
+    "write_mesh": "meshio", "read_mesh": "meshio",
+    "OccupancyModel": "session",
+    "MeshSettings": "settings", "probability_to_logit": "settings",
+    "extract_mesh": "surface",
+}
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str):
+    if name not in _EXPORTS:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"{__name__}.{_EXPORTS[name]}"), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

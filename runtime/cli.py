@@ -1,4 +1,8 @@
-"""``occ-mesh``: an occnet ONNX model to a mesh file, without PyTorch."""
+"""``occ-mesh``: an occnet ONNX model to a mesh file, without PyTorch.
+
+Only typer and the settings record are imported up front, so ``--help`` answers at once; onnxruntime,
+scikit-image and trimesh load when there is work to do.
+"""
 
 from __future__ import annotations
 
@@ -10,15 +14,10 @@ from typing import Annotated, Optional
 import typer
 
 from occnet.runtime.console import Device, progress_bar, run_app
-from occnet.runtime.mesher import MeshSettings, mesh_model
-from occnet.runtime.meshio import check_mesh_output, write_mesh
-from occnet.runtime.session import OccupancyModel
+from occnet.runtime.settings import METHODS, MeshSettings
 
-
-class Method(str, Enum):
-    adaptive = "adaptive"
-    dense = "dense"
-
+Method = Enum("Method", {name: name for name in METHODS}, type=str)
+DEFAULTS = MeshSettings()
 
 mesh_app = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
 
@@ -26,30 +25,46 @@ mesh_app = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
 @mesh_app.command()
 def occ_mesh(
     model: Annotated[Path, typer.Argument(help="occnet ONNX model (from occ-export).")],
-    resolution: Annotated[int, typer.Option(help="Grid samples along the box's longest side.")] = 256,
+    resolution: Annotated[int, typer.Option(help="Grid samples along the box's longest side.")]
+    = DEFAULTS.resolution,
     output: Annotated[Optional[Path], typer.Option("--output", "-o", help="Mesh file; the suffix picks "
                       ".ply .obj .stl .glb .off. Default: the model's name with .ply.")] = None,
     method: Annotated[Method, typer.Option(help="adaptive (coarse-to-fine) or dense (every point).")]
-    = Method.adaptive,
-    threshold: Annotated[float, typer.Option(help="Occupancy probability of the surface, in (0, 1).")] = 0.5,
-    batch_size: Annotated[int, typer.Option(help="Points per onnxruntime call.")] = 16384,
+    = Method(DEFAULTS.method),
+    threshold: Annotated[float, typer.Option(help="Occupancy probability of the surface, in (0, 1).")]
+    = DEFAULTS.threshold,
+    batch_size: Annotated[int, typer.Option(help="Points per onnxruntime call.")] = DEFAULTS.batch_size,
     device: Annotated[Device, typer.Option(help="auto uses CUDA when onnxruntime has it.")] = Device.auto,
-    threads: Annotated[int, typer.Option(help="onnxruntime intra-op threads; 0: its default.")] = 0,
+    threads: Annotated[int, typer.Option(help="onnxruntime intra-op threads, at most the core count; "
+                       "0: its default.")] = 0,
     coarse_resolution: Annotated[int, typer.Option(help="adaptive: samples along the longest side at the "
-                                 "coarsest level; features thinner than one coarse cell can be missed.")] = 33,
-    guard: Annotated[int, typer.Option(help="adaptive: extra cells refined around each surface cell.")] = 0,
-    largest_only: Annotated[bool, typer.Option(help="Keep only the largest connected component.")] = False,
-    min_faces: Annotated[int, typer.Option(help="Drop components with fewer faces.")] = 0,
+                                 "coarsest level; features thinner than one coarse cell can be missed.")]
+    = DEFAULTS.coarse_resolution,
+    guard: Annotated[int, typer.Option(help="adaptive: extra cells refined around each surface cell.")]
+    = DEFAULTS.guard,
+    largest_only: Annotated[bool, typer.Option(help="Keep only the largest connected component.")]
+    = DEFAULTS.largest_only,
+    min_faces: Annotated[int, typer.Option(help="Drop components with fewer faces.")] = DEFAULTS.min_faces,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object of figures.")] = False,
 ) -> None:
     """Mesh the surface of an occupancy network: grid inference with onnxruntime, then marching cubes."""
-    settings = MeshSettings(resolution, method.value, threshold, batch_size, coarse_resolution, guard,
-                            largest_only, min_faces)
-    output = check_mesh_output(output if output is not None else model.with_suffix(".ply"))
+    from occnet.runtime.mesher import mesh_model
+    from occnet.runtime.meshio import check_mesh_output, write_mesh
+    from occnet.runtime.session import OccupancyModel
+
+    settings = MeshSettings(resolution=resolution, method=method.value, threshold=threshold,
+                            batch_size=batch_size, coarse_resolution=coarse_resolution, guard=guard,
+                            largest_only=largest_only, min_faces=min_faces)
+    output = output if output is not None else model.with_suffix(".ply")
+    replaces = check_mesh_output(output, [model])
     session = OccupancyModel(model, device.value, threads)
+    if session.fallback:
+        typer.echo(f"note: {session.fallback}", err=True)
     with progress_bar("evaluating") as update:
         mesh, stats = mesh_model(session, settings, update)
     write_mesh(mesh, output)
+    if replaces:
+        typer.echo(f"note: replaced the existing {output}", err=True)
     if as_json:
         typer.echo(json.dumps({**stats.to_dict(), "output": str(output)}))
     else:
@@ -58,8 +73,6 @@ def occ_mesh(
                    f"{stats.resolution} on {stats.provider}: {stats.points_evaluated:,} points, "
                    f"{stats.seconds_inference:.2f} s inference + {stats.seconds_marching_cubes:.2f} s "
                    f"marching cubes = {stats.seconds_total:.2f} s")
-        if session.fallback:
-            typer.echo(f"note: {session.fallback}")
 
 
 def mesh_main(argv: list[str] | None = None) -> None:

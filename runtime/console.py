@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 import contextlib
+import re
+import signal
 import sys
 from collections.abc import Callable, Iterator
 from enum import Enum
 
 import typer
-from rich.console import Console
-from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
+from occnet.runtime import signals
 from occnet.runtime.contract import DEVICES
 from occnet.runtime.errors import OccNetError
 
@@ -19,41 +20,66 @@ Device = Enum("Device", {name: name for name in DEVICES}, type=str)
 
 EXIT_ERROR = 1
 EXIT_USAGE = 2
-EXIT_INTERRUPTED = 130
-
-stderr = Console(stderr=True, highlight=False)
+EXIT_SIGNAL_BASE = 128
+"""An interrupted command exits with 128 + the signal number: 130 for Ctrl-C, 143 for SIGTERM."""
+_ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
 
 # Newer typer vendors click (typer._click), older typer uses click itself: reach its ClickException
 # (usage errors, bad option values) through a public name either way.
 _ClickException = next(c for c in typer.BadParameter.__mro__ if c.__name__ == "ClickException")
 
 
+class Interrupted(Exception):
+    """Raised by a command that caught an interruption and has something to add (e.g. how to resume).
+
+    Not a ``KeyboardInterrupt``: typer would turn that into a bare exit status and drop the message.
+    """
+
+
 def fail(prog: str, message: str, code: int = EXIT_ERROR) -> None:
-    """Print ``prog: error: message`` as one line on stderr and exit with ``code``."""
-    first = " ".join(str(message).split()) or "unknown error"
+    """Print ``prog: error: message`` as one line on stderr (no colour codes) and exit with ``code``."""
+    first = " ".join(_ANSI.sub("", str(message)).split()) or "unknown error"
     sys.stderr.write(f"{prog}: error: {first}\n")
     sys.stderr.flush()
     raise SystemExit(code)
 
 
 def run_app(app: typer.Typer, prog: str, args: list[str] | None = None) -> None:
-    """Run a typer app so that every error a user can cause ends as one line and a non-zero exit."""
+    """Run a typer app so that every error a user can cause ends as one line and a non-zero exit, and an
+    interruption (Ctrl-C, SIGTERM) as ``interrupted`` with 128 + the signal number, whatever the libraries
+    in between made of it."""
+    signals.install()
     command = typer.main.get_command(app)
+    detail, error, code, interrupted = "", None, EXIT_ERROR, False
     try:
-        command.main(args=args, prog_name=prog, standalone_mode=False)
+        # typer turns a KeyboardInterrupt into a returned 130 under standalone_mode=False
+        returned = command.main(args=args, prog_name=prog, standalone_mode=False)
+        interrupted = returned == EXIT_SIGNAL_BASE + signal.SIGINT
+    except Interrupted as exc:
+        detail, interrupted = str(exc), True
+    except KeyboardInterrupt:
+        interrupted = True
     except OccNetError as exc:
-        fail(prog, str(exc))
-    except (typer.Abort, KeyboardInterrupt):
-        fail(prog, "interrupted", EXIT_INTERRUPTED)
+        error = str(exc)
     except _ClickException as exc:
-        fail(prog, exc.format_message(), EXIT_USAGE)
+        error, code = exc.format_message(), EXIT_USAGE
     except MemoryError:
-        fail(prog, "out of memory; try a smaller size")
+        error = "out of memory; try a smaller size"
+    received = signals.received()
+    if interrupted or received is not None:
+        signum = received if received is not None else signal.SIGINT
+        fail(prog, "interrupted" + (f"; {detail}" if detail else ""), EXIT_SIGNAL_BASE + signum)
+    if error is not None:
+        fail(prog, error, code)
 
 
 @contextlib.contextmanager
 def progress_bar(description: str, total: int | None = None) -> Iterator[Callable[[int], None]]:
     """A progress bar on stderr; yields ``update(completed)``. Silent when stderr is not a terminal."""
+    from rich.console import Console
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+    stderr = Console(stderr=True, highlight=False)
     columns = [TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed:,}"),
                TimeElapsedColumn()]
     with Progress(*columns, console=stderr, transient=True, disable=not stderr.is_terminal) as bar:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import math
+import struct
 from dataclasses import asdict, dataclass, field
 from importlib.metadata import PackageNotFoundError, version
 
@@ -32,6 +33,13 @@ class MetaKey:
     PRODUCER = "occnet.producer"
 
 
+LIMITS = {"hidden_size": 1024, "hidden_layers": 32, "fourier_features": 1024}
+"""Upper bounds of the architecture's integer fields: far above any useful occupancy MLP, far below sizes
+that would exhaust memory when a crafted file asks for them."""
+MAX_COORDINATE = 1e30
+"""Largest |bound| accepted: grid coordinates must stay finite in float32 (max 3.4e38) with room to spare."""
+
+
 @dataclass(frozen=True)
 class Architecture:
     """The network's shape: enough to rebuild it. ``encoding='fourier'`` adds sin/cos input features."""
@@ -43,10 +51,18 @@ class Architecture:
     fourier_scale: float = 0.0
 
     def __post_init__(self) -> None:
-        if self.hidden_size < 1 or self.hidden_layers < 1:
-            raise ValueError("hidden size and hidden layers must be at least 1")
+        for name, top in LIMITS.items():
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool):
+                raise ValueError(f"{name} must be an integer, got {type(value).__name__} {value!r}")
+            low = 0 if name == "fourier_features" else 1
+            if not low <= value <= top:
+                raise ValueError(f"{name} must lie in {low}..{top}, got {value}")
         if self.encoding not in ENCODINGS:
             raise ValueError(f"unknown encoding {self.encoding!r}; expected one of {ENCODINGS}")
+        if not isinstance(self.fourier_scale, (int, float)) or not math.isfinite(self.fourier_scale) \
+                or self.fourier_scale < 0:
+            raise ValueError(f"fourier_scale must be a finite number >= 0, got {self.fourier_scale!r}")
         if self.encoding == "fourier" and (self.fourier_features < 1 or self.fourier_scale <= 0):
             raise ValueError("fourier encoding needs fourier_features >= 1 and fourier_scale > 0")
 
@@ -101,12 +117,32 @@ class ModelInfo:
             producer = json.loads(props.get(MetaKey.PRODUCER, "{}"))
         except (ValueError, TypeError) as exc:
             raise ModelError(f"occnet metadata is malformed: {exc}") from None
+        except RecursionError:
+            raise ModelError("occnet metadata is malformed: nested too deeply to parse") from None
         if version > FORMAT_VERSION:
             raise ModelError(f"model format version {version} is newer than this occnet reads "
                              f"({FORMAT_VERSION}); upgrade occnet")
-        if not all(h > low for low, h in zip(lo, hi)):
-            raise ModelError(f"model bounds are empty: min {lo}, max {hi}")
+        try:
+            check_bounds(lo, hi)
+        except ValueError as exc:
+            raise ModelError(f"model bounds: {exc}") from None
         return cls(lo, hi, arch, metrics, props.get(MetaKey.CHECKPOINT_SHA256, ""), producer, version)
+
+
+def check_bounds(lo, hi) -> None:
+    """Raise ``ValueError`` unless the box ``lo``..``hi`` (3 numbers each) is finite, within
+    ``MAX_COORDINATE`` and has volume in float32, where the network computes."""
+    values = [float(v) for v in (*lo, *hi)]
+    if not all(math.isfinite(v) for v in values):
+        raise ValueError(f"box must be finite, got min {tuple(lo)} max {tuple(hi)}")
+    if max(abs(v) for v in values) > MAX_COORDINATE:
+        raise ValueError(f"box coordinates must lie within +-{MAX_COORDINATE:g}, got min {tuple(lo)} max {tuple(hi)}")
+    if not all(_float32(h) > _float32(low) for low, h in zip(lo, hi)):
+        raise ValueError(f"box is empty in float32, got min {tuple(lo)} max {tuple(hi)}")
+
+
+def _float32(value: float) -> float:
+    return struct.unpack("f", struct.pack("f", value))[0]
 
 
 def installed_version(distribution: str) -> str:

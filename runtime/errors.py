@@ -25,6 +25,10 @@ class EmptySurfaceError(OccNetError):
     """A field with no surface at the threshold inside the box: there is no mesh to write."""
 
 
+class OutputError(OccNetError):
+    """An output that cannot or must not be written: a full disk, a folder, the command's own input."""
+
+
 def first_line(exc: BaseException, limit: int = 200) -> str:
     """The first line of an exception's message (or its type name), cut to ``limit`` characters: third-party
     errors are often pages long, and a user gets one line."""

@@ -10,10 +10,6 @@ import typer
 
 from occnet.runtime.console import run_app
 from occnet.runtime.errors import InputError
-from occnet.runtime.evaluate import compare_meshes, evaluate_model
-from occnet.runtime.meshio import mesh_format, read_mesh
-from occnet.runtime.points import load_npz
-from occnet.runtime.session import OccupancyModel
 
 eval_app = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
 
@@ -32,12 +28,16 @@ def occ_eval(
 ) -> None:
     """Chamfer-L1, normal consistency, F-score and IoU of MESH against REFERENCE (ONet's metrics), or IoU
     and accuracy of MODEL.onnx on labelled POINTS.npz."""
+    from occnet.runtime.evaluate import compare_meshes, evaluate_model
+    from occnet.runtime.meshio import mesh_format, read_mesh
+    from occnet.runtime.points import load_npz
+    from occnet.runtime.session import OccupancyModel
+
     if first.suffix.lower() == ".onnx":
         if second.suffix.lower() != ".npz":
             raise InputError(f"a model is evaluated on labelled points (.npz), not {second.name}")
-        if not second.is_file():
-            raise InputError(f"points file not found: {second}")
-        result = evaluate_model(OccupancyModel(first, device="auto"), load_npz(second), threshold)
+        result = evaluate_model(OccupancyModel(first, device="auto"), load_npz(second, for_training=False),
+                                threshold)
         text = f"{first.name} on {result.points:,} points of {second.name}: IoU {result.iou:.4f}, " \
                f"accuracy {result.accuracy:.4f}"
     else:

@@ -16,21 +16,23 @@ from scipy.spatial import cKDTree
 
 from occnet.runtime.errors import InputError
 from occnet.runtime.inside import contains
-from occnet.runtime.points import PointSet
+from occnet.runtime.points import PointSet, iou
 from occnet.runtime.session import OccupancyModel
-from occnet.runtime.surface import probability_to_logit
+from occnet.runtime.settings import probability_to_logit
 
 
 @dataclass(frozen=True)
 class MeshMetrics:
     """``mesh`` against ``reference``; distances in units of the reference's longest side.
 
-    ``fscore`` maps each threshold tau to F-score at tau; ``iou`` is None unless both meshes are closed.
+    ``distance_to_reference`` is ONet's "accuracy" (mean distance from the mesh's samples to the reference),
+    ``distance_from_reference`` its "completeness"; ``fscore`` maps each threshold tau to F-score at tau;
+    ``iou`` is None unless both meshes are closed.
     """
 
     chamfer_l1: float
-    accuracy: float
-    completeness: float
+    distance_to_reference: float
+    distance_from_reference: float
     normal_consistency: float
     fscore: dict[float, float]
     iou: float | None
@@ -45,7 +47,8 @@ class MeshMetrics:
 
 @dataclass(frozen=True)
 class PointMetrics:
-    """A model's predictions against labelled points it did not train on."""
+    """A model's predictions against labelled points it did not train on; ``accuracy`` is the fraction of
+    points labelled right."""
 
     iou: float
     accuracy: float
@@ -73,16 +76,17 @@ def compare_meshes(mesh: trimesh.Trimesh, reference: trimesh.Trimesh, samples: i
     to_true, idx_true = cKDTree(true).query(pred, workers=-1)
     to_pred, idx_pred = cKDTree(pred).query(true, workers=-1)
     to_true, to_pred = to_true / scale, to_pred / scale
-    accuracy, completeness = float(to_true.mean()), float(to_pred.mean())
+    to_reference, from_reference = float(to_true.mean()), float(to_pred.mean())
     normals = 0.5 * (np.abs(np.einsum("ij,ij->i", pred_n, true_n[idx_true])).mean()
                      + np.abs(np.einsum("ij,ij->i", true_n, pred_n[idx_pred])).mean())
     fscore = {}
     for tau in sorted(set(taus)):
         precision, recall = float((to_true < tau).mean()), float((to_pred < tau).mean())
         fscore[tau] = 2 * precision * recall / (precision + recall) if precision + recall > 0 else 0.0
-    iou = volume_iou(mesh, reference, iou_samples, rng) if mesh.is_watertight and reference.is_watertight else None
-    return MeshMetrics(0.5 * (accuracy + completeness), accuracy, completeness, float(normals), fscore, iou,
-                       samples, scale)
+    closed = mesh.is_watertight and reference.is_watertight
+    volume = volume_iou(mesh, reference, iou_samples, rng) if closed else None
+    return MeshMetrics(0.5 * (to_reference + from_reference), to_reference, from_reference, float(normals),
+                       fscore, volume, samples, scale)
 
 
 def volume_iou(a: trimesh.Trimesh, b: trimesh.Trimesh, samples: int, rng: np.random.Generator) -> float:
@@ -92,8 +96,7 @@ def volume_iou(a: trimesh.Trimesh, b: trimesh.Trimesh, samples: int, rng: np.ran
     points = rng.uniform(lo, hi, size=(samples, 3))
     in_a = contains(a.vertices, a.faces, points).inside
     in_b = contains(b.vertices, b.faces, points).inside
-    union = np.count_nonzero(in_a | in_b)
-    return float(np.count_nonzero(in_a & in_b) / union) if union else 0.0
+    return iou(np.count_nonzero(in_a & in_b), np.count_nonzero(in_a | in_b))
 
 
 def evaluate_model(model: OccupancyModel, points: PointSet, threshold: float = 0.5,
@@ -102,9 +105,8 @@ def evaluate_model(model: OccupancyModel, points: PointSet, threshold: float = 0
     level = probability_to_logit(threshold)
     predicted = model.logits_batched(points.points, batch_size) > level
     actual = points.labels > 0.5
-    union = np.count_nonzero(predicted | actual)
-    iou = np.count_nonzero(predicted & actual) / union if union else 1.0
-    return PointMetrics(float(iou), float(np.mean(predicted == actual)), len(actual), threshold)
+    score = iou(np.count_nonzero(predicted & actual), np.count_nonzero(predicted | actual))
+    return PointMetrics(score, float(np.mean(predicted == actual)), len(actual), threshold)
 
 
 def _surface(mesh: trimesh.Trimesh, count: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:

@@ -1,44 +1,77 @@
-"""Atomic file writing: a crash or an error never leaves a torn or half-written output."""
+"""Safe file writing: outputs appear whole or not at all, and never replace what they must not.
+
+Every file is written to a temporary name beside its destination and renamed into place only when complete;
+a full disk, an error or an interruption removes the temporary file and leaves the destination as it was.
+"""
 
 from __future__ import annotations
 
 import contextlib
 import os
-import tempfile
-from collections.abc import Iterator
+import secrets
+import zipfile
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
-from occnet.runtime.errors import InputError
+from occnet.runtime import signals
+from occnet.runtime.errors import OutputError, first_line
 
 
 def check_writable(path: Path) -> Path:
-    """Fail early, before any work, if ``path`` cannot be created; returns it resolved."""
+    """Fail early, before any work, if ``path`` cannot be created as a regular file; returns it.
+
+    Refuses a folder, a symbolic link and any other non-regular file (FIFO, socket, device): the atomic
+    rename would replace the link or the device node itself.
+    """
     path = Path(path)
     parent = path.parent if str(path.parent) else Path(".")
+    if path.is_symlink():
+        raise OutputError(f"{path} is a symbolic link; name the file it points to, or another name")
     if path.is_dir():
-        raise InputError(f"{path} is a directory, not a file name")
+        raise OutputError(f"{path} is a folder, not a file name")
+    if path.exists() and not path.is_file():
+        raise OutputError(f"{path} exists and is not a regular file (a FIFO, socket or device); "
+                          "refusing to replace it")
     if not parent.is_dir():
-        raise InputError(f"cannot write {path}: folder {parent} does not exist")
+        raise OutputError(f"cannot write {path}: folder {parent} does not exist")
     if not os.access(parent, os.W_OK | os.X_OK):
-        raise InputError(f"cannot write {path}: folder {parent} is not writable")
+        raise OutputError(f"cannot write {path}: folder {parent} is not writable")
     return path
+
+
+def check_output(path: Path, inputs: Iterable[Path] = ()) -> bool:
+    """:func:`check_writable`, and refuse to replace one of the command's ``inputs`` or a PyTorch checkpoint
+    (any zip archive). Returns True when ``path`` exists and would be replaced (the caller says so)."""
+    path = check_writable(Path(path))
+    if not path.exists():
+        return False
+    for source in inputs:
+        if Path(source).exists() and os.path.samefile(path, source):
+            raise OutputError(f"{path} is this command's own input; refusing to overwrite it")
+    if zipfile.is_zipfile(path):
+        raise OutputError(f"{path} holds a zip archive (a PyTorch checkpoint?); refusing to replace it")
+    return True
 
 
 @contextlib.contextmanager
 def atomic_path(path: Path) -> Iterator[Path]:
-    """Yield a temporary path beside ``path``; on success rename it over ``path``, on error remove it."""
+    """Yield a temporary path beside ``path``; on success rename it over ``path``, on error, interruption or
+    a full disk remove it. An ``OSError`` on the way becomes :class:`OutputError` ``cannot write PATH: ...``."""
     path = check_writable(Path(path))
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent or ".")
-    os.close(fd)
-    tmp_path = Path(tmp)
-    os.chmod(tmp_path, 0o666 & ~_umask())
+    tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
     try:
-        yield tmp_path
-        with open(tmp_path, "rb+") as handle:
+        # the kernel applies the process umask to 0o666, as for any new file: no umask juggling
+        os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
+        yield tmp
+        signals.raise_if_received()
+        with open(tmp, "rb+") as handle:
             os.fsync(handle.fileno())
-        os.replace(tmp_path, path)
+        os.replace(tmp, path)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        raise OutputError(f"cannot write {path}: {exc.strerror or first_line(exc)}") from None
     except BaseException:
-        tmp_path.unlink(missing_ok=True)
+        tmp.unlink(missing_ok=True)
         raise
 
 
@@ -46,9 +79,3 @@ def write_bytes_atomic(path: Path, data: bytes) -> None:
     """Write ``data`` to ``path`` atomically."""
     with atomic_path(path) as tmp:
         tmp.write_bytes(data)
-
-
-def _umask() -> int:
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask

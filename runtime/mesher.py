@@ -2,47 +2,23 @@
 
 from __future__ import annotations
 
-import os
 import time
 from dataclasses import asdict, dataclass
 
 import trimesh
 
-from occnet.runtime.errors import InputError, ResourceError
-from occnet.runtime.extract import METHODS, LogitFn, Progress, adaptive_field, dense_field
+from occnet.runtime.errors import ResourceError
+from occnet.runtime.extract import LogitFn, Progress, adaptive_field, dense_field
 from occnet.runtime.grid import Grid
+from occnet.runtime.machine import available_bytes
 from occnet.runtime.session import OccupancyModel
-from occnet.runtime.surface import extract_mesh, filter_components, probability_to_logit
+from occnet.runtime.settings import MeshSettings, probability_to_logit
+from occnet.runtime.surface import extract_mesh, filter_components
 
 # Peak bytes per grid point, measured (benchmarks/bench_mesh.py reports peak RSS): the float32 volume,
 # the border-padded copy marching cubes may need and, for adaptive, the band's masks and the coarser level.
 BYTES_PER_POINT = {"dense": 9.0, "adaptive": 12.0}
 BASE_BYTES = 300 * 2**20
-
-
-@dataclass(frozen=True)
-class MeshSettings:
-    """How to turn a field into a mesh. ``threshold`` is an occupancy probability.
-
-    ``coarse_resolution`` and ``guard`` control the adaptive method's thin-feature limit: features thinner
-    than box / (coarse_resolution - 1) may be missed unless they touch the surface the coarse level sees.
-    """
-
-    resolution: int = 256
-    method: str = "adaptive"
-    threshold: float = 0.5
-    batch_size: int = 16384
-    coarse_resolution: int = 33
-    guard: int = 0
-    largest_only: bool = False
-    min_faces: int = 0
-
-    def __post_init__(self) -> None:
-        if self.method not in METHODS:
-            raise InputError(f"method must be one of {', '.join(METHODS)}, got {self.method!r}")
-        if self.batch_size < 1:
-            raise InputError(f"batch size must be >= 1, got {self.batch_size}")
-        probability_to_logit(self.threshold)
 
 
 @dataclass(frozen=True)
@@ -68,21 +44,6 @@ class MeshStats:
 def required_bytes(grid: Grid, method: str) -> int:
     """Estimated peak memory of extracting on ``grid`` with ``method``."""
     return int(BASE_BYTES + BYTES_PER_POINT[method] * grid.num_points)
-
-
-def available_bytes() -> int | None:
-    """Memory the process can still take (Linux ``MemAvailable``), or None where unknown."""
-    try:
-        with open("/proc/meminfo") as handle:
-            for line in handle:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    try:
-        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-    except (ValueError, OSError, AttributeError):
-        return None
 
 
 def plan_grid(bounds_min, bounds_max, settings: MeshSettings) -> Grid:

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from pathlib import Path
 
 import numpy as np
 import trimesh
 
 from occnet.runtime.errors import InputError, first_line
-from occnet.runtime.files import atomic_path, check_writable
+from occnet.runtime.files import check_output, write_bytes_atomic
 
 MESH_FORMATS = {".ply": "ply", ".obj": "obj", ".stl": "stl", ".glb": "glb", ".off": "off"}
 
@@ -22,20 +23,25 @@ def mesh_format(path: Path) -> str:
     return MESH_FORMATS[suffix]
 
 
-def check_mesh_output(path: Path) -> Path:
-    """Validate an output path before any work: known suffix, writable folder."""
+def check_mesh_output(path: Path, inputs: Iterable[Path] = ()) -> bool:
+    """Validate an output path before any work: known suffix, writable, not one of ``inputs``; True when it
+    would replace an existing file."""
     mesh_format(path)
-    return check_writable(Path(path))
+    return check_output(Path(path), inputs)
 
 
 def read_mesh(path: Path) -> trimesh.Trimesh:
     """Read a triangle mesh (scenes are merged into one); raises :class:`InputError` for a missing or
     unreadable file, one without triangles, or NaN/inf vertices."""
     path = Path(path)
+    if path.is_dir():
+        raise InputError(f"{path} is a folder, not a mesh file")
     if not path.is_file():
         raise InputError(f"mesh file not found: {path}")
     try:
         mesh = trimesh.load(str(path), force="mesh")
+    except ImportError:   # trimesh falls back to optional text-encoding helpers on garbled or truncated files
+        raise InputError(f"{path}: cannot read as a mesh (truncated or malformed file)") from None
     except Exception as exc:  # trimesh raises many untyped errors for unreadable files
         raise InputError(f"{path}: cannot read as a mesh ({first_line(exc)})") from None
     if not isinstance(mesh, trimesh.Trimesh) or len(mesh.faces) == 0:
@@ -47,6 +53,5 @@ def read_mesh(path: Path) -> trimesh.Trimesh:
 
 def write_mesh(mesh: trimesh.Trimesh, path: Path) -> None:
     """Write ``mesh`` to ``path`` atomically in the format its suffix names."""
-    file_type = mesh_format(path)
-    with atomic_path(Path(path)) as tmp:
-        mesh.export(str(tmp), file_type=file_type)
+    data = mesh.export(file_type=mesh_format(path))
+    write_bytes_atomic(Path(path), data.encode() if isinstance(data, str) else data)

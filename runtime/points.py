@@ -35,11 +35,12 @@ class PointSet:
         return digest.hexdigest()
 
 
-def make_point_set(points, labels, source: str, bounds=None) -> PointSet:
+def make_point_set(points, labels, source: str, bounds=None, for_training: bool = True) -> PointSet:
     """Validate and wrap labelled points; the box defaults to the points' bounding box.
 
-    Raises :class:`InputError` for anything a network cannot be trained on: wrong shapes, NaN or inf
-    coordinates, labels other than 0/1, fewer than ``MIN_POINTS`` points, or only one class.
+    Raises :class:`InputError` for wrong shapes, NaN or inf coordinates and labels other than 0/1; for
+    training also for fewer than ``MIN_POINTS`` points or only one class (an evaluation set may hold one
+    class: a test set far from the shape is all outside).
     """
     points = np.asarray(points)
     labels = np.asarray(labels)
@@ -49,8 +50,9 @@ def make_point_set(points, labels, source: str, bounds=None) -> PointSet:
         raise InputError(f"{source}: points must be real numbers, got dtype {points.dtype}")
     if labels.ndim != 1 or len(labels) != len(points):
         raise InputError(f"{source}: {len(points)} points but labels of shape {labels.shape}")
-    if len(points) < MIN_POINTS:
-        raise InputError(f"{source}: {len(points)} points is too few to train on (need >= {MIN_POINTS})")
+    needed, task = (MIN_POINTS, "train") if for_training else (1, "evaluate")
+    if len(points) < needed:
+        raise InputError(f"{source}: {len(points)} points is too few to {task} on (need >= {needed})")
     points = points.astype(np.float32)
     if not np.all(np.isfinite(points)):
         raise InputError(f"{source}: {int((~np.isfinite(points)).any(axis=1).sum())} points have NaN or "
@@ -62,20 +64,27 @@ def make_point_set(points, labels, source: str, bounds=None) -> PointSet:
         raise InputError(f"{source}: labels must be 0 (outside) or 1 (inside), found {list(bad)}")
     labels = labels.astype(np.float32)
     inside = int(labels.sum())
-    if inside == 0 or inside == len(labels):
+    if for_training and (inside == 0 or inside == len(labels)):
         side = "outside" if inside == 0 else "inside"
         raise InputError(f"{source}: all {len(labels)} points are {side}: there is no surface to learn")
     if bounds is None:
         bounds = (points.min(axis=0), points.max(axis=0))
     lo, hi = (tuple(float(v) for v in b) for b in bounds)
-    if not all(h > low for low, h in zip(lo, hi)):
+    if for_training and not all(h > low for low, h in zip(lo, hi)):
         raise InputError(f"{source}: the points span no volume (box {lo} .. {hi})")
     return PointSet(points, labels, lo, hi, source)
 
 
-def load_npz(path: Path) -> PointSet:
+def load_npz(path: Path, for_training: bool = True) -> PointSet:
     """Read labelled points from ``.npz``: common key names, and ONet's float16 points with bit-packed
-    occupancies (``np.packbits``) too."""
+    occupancies (``np.packbits``) too. ``for_training``: see :func:`make_point_set`."""
+    path = Path(path)
+    if path.is_dir():
+        raise InputError(f"{path} is a folder, not a points file")
+    if not path.is_file():
+        raise InputError(f"points file not found: {path}")
+    if not zipfile.is_zipfile(path):
+        raise InputError(f"{path}: not a readable .npz file (not the zip archive of arrays np.savez writes)")
     try:
         with np.load(path, allow_pickle=False) as data:
             arrays = {key: data[key] for key in data.files}
@@ -89,4 +98,10 @@ def load_npz(path: Path) -> PointSet:
     points, labels = arrays[points_key], arrays[labels_key]
     if points.ndim == 2 and labels.dtype == np.uint8 and len(labels) == -(-len(points) // 8) != len(points):
         labels = np.unpackbits(labels)[:len(points)]
-    return make_point_set(points, labels, str(path))
+    return make_point_set(points, labels, str(path), for_training=for_training)
+
+
+def iou(intersection: int, union: int) -> float:
+    """Intersection over union of two occupancy labellings from their counts; 1.0 when both are empty (they
+    agree everywhere). The one IoU of training, ``occ-eval`` and the volumetric comparison of meshes."""
+    return intersection / union if union else 1.0

@@ -9,6 +9,7 @@ import onnxruntime as ort
 
 from occnet.runtime.contract import DEVICES, INPUT_NAME, OUTPUT_NAME, ModelInfo
 from occnet.runtime.errors import DeviceError, InputError, ModelError, first_line
+from occnet.runtime.machine import available_cores
 
 CUDA = "CUDAExecutionProvider"
 CPU = "CPUExecutionProvider"
@@ -17,8 +18,8 @@ CPU = "CPUExecutionProvider"
 class OccupancyModel:
     """A loaded occnet ONNX model; call :meth:`logits` on world-coordinate points.
 
-    ``device='auto'`` takes CUDA when onnxruntime has it and it starts, else the CPU (``fallback``
-    then says why); ``'cuda'`` that cannot be honoured raises :class:`DeviceError`. ``threads=0``
+    ``device='auto'`` takes CUDA when onnxruntime has it and it starts, else the CPU (``fallback`` says
+    so when an installed CUDA provider failed to start); ``'cuda'`` that cannot be honoured raises :class:`DeviceError`. ``threads=0``
     lets onnxruntime choose.
     """
 
@@ -26,8 +27,12 @@ class OccupancyModel:
         self.path = Path(path)
         if device not in DEVICES:
             raise InputError(f"device must be one of {', '.join(DEVICES)}, got {device!r}")
-        if threads < 0:
-            raise InputError(f"threads must be >= 0, got {threads}")
+        cores = available_cores()
+        if not 0 <= threads <= cores:
+            raise InputError(f"threads must lie in 0..{cores} (this machine's cores; 0: onnxruntime's choice), "
+                             f"got {threads}")
+        if self.path.is_dir():
+            raise InputError(f"{self.path} is a folder, not a model file")
         if not self.path.is_file():
             raise InputError(f"model file not found: {self.path}")
         self.fallback: str | None = None
@@ -48,7 +53,7 @@ class OccupancyModel:
                               "(install onnxruntime-gpu on a machine with an NVIDIA GPU)")
         providers = [CUDA, CPU] if want_cuda else [CPU]
         try:
-            session = ort.InferenceSession(str(self.path), options, providers=providers)
+            session = ort.InferenceSession(_model_source(self.path), options, providers=providers)
         except Exception as exc:  # onnxruntime raises its own untyped errors for unreadable models
             raise ModelError(f"{self.path} is not a usable ONNX model: {first_line(exc, 300)}") from None
         if want_cuda and session.get_providers()[0] != CUDA:
@@ -56,8 +61,6 @@ class OccupancyModel:
                 raise DeviceError("--device cuda: the CUDA provider failed to start (no GPU or "
                                   "missing CUDA libraries)")
             self.fallback = "CUDA provider is installed but did not start; using the CPU"
-        elif device == "auto" and not want_cuda:
-            self.fallback = "no CUDA provider in this onnxruntime; using the CPU"
         return session
 
     def _check_signature(self) -> None:
@@ -82,7 +85,14 @@ class OccupancyModel:
             raise InputError(f"points must have shape (N, 3), got {points.shape}")
         if len(points) == 0:
             return np.zeros(0, np.float32)
-        return self._session.run([OUTPUT_NAME], {INPUT_NAME: points})[0]
+        logits = self._session.run([OUTPUT_NAME], {INPUT_NAME: points})[0]
+        if logits.shape != (len(points),):
+            raise ModelError(f"the model returned logits of shape {logits.shape} for {len(points)} points; "
+                             f"an occnet model returns one logit per point")
+        bad = np.count_nonzero(~np.isfinite(logits))
+        if bad:
+            raise ModelError(f"the model returned NaN or infinite logits for {bad:,} of {len(points):,} points")
+        return logits
 
     def logits_batched(self, points: np.ndarray, batch_size: int) -> np.ndarray:
         """:meth:`logits` in batches of at most ``batch_size`` points (bounded working memory)."""
@@ -90,3 +100,13 @@ class OccupancyModel:
         for start in range(0, len(points), batch_size):
             out[start:start + batch_size] = self.logits(points[start:start + batch_size])
         return out
+
+
+def _model_source(path: Path) -> str | bytes:
+    """What to hand onnxruntime: the path, or the file's bytes when the path is not valid UTF-8 (onnxruntime
+    cannot encode it; a model loaded from bytes cannot use external data files)."""
+    try:
+        str(path).encode("utf-8")
+    except UnicodeEncodeError:
+        return path.read_bytes()
+    return str(path)

@@ -10,13 +10,6 @@ from occnet.runtime.errors import EmptySurfaceError, InputError
 from occnet.runtime.extract import Field
 
 
-def probability_to_logit(threshold: float) -> float:
-    """The logit iso-level for an occupancy probability in (0, 1)."""
-    if not 0.0 < threshold < 1.0:
-        raise InputError(f"threshold is a probability and must lie strictly between 0 and 1, got {threshold}")
-    return float(np.log(threshold) - np.log1p(-threshold))
-
-
 def extract_mesh(field: Field, level: float) -> trimesh.Trimesh:
     """The ``level`` iso-surface of ``field`` (inside: value > level) as a watertight mesh.
 

@@ -110,6 +110,6 @@ def test_bad_checkpoints_leave_no_file(trained_run, tmp_path, case, match):
 
 
 def test_output_in_a_missing_folder(trained_run, tmp_path):
-    from occnet.runtime.errors import InputError
-    with pytest.raises(InputError, match="does not exist"):
+    from occnet.runtime.errors import OutputError
+    with pytest.raises(OutputError, match="does not exist"):
         export_checkpoint(trained_run / "best.pt", tmp_path / "nope" / "m.onnx")

@@ -3,10 +3,11 @@ import pytest
 import trimesh
 from conftest import sphere_logits
 
-from occnet.runtime.errors import EmptySurfaceError, InputError
+from occnet.runtime.errors import EmptySurfaceError, InputError, OutputError
 from occnet.runtime.mesher import MeshSettings, mesh_field
 from occnet.runtime.meshio import MESH_FORMATS, write_mesh
-from occnet.runtime.surface import filter_components, probability_to_logit
+from occnet.runtime.settings import probability_to_logit
+from occnet.runtime.surface import filter_components
 
 BOX = ((-1, -1, -1), (1, 1, 1))
 
@@ -116,6 +117,6 @@ def test_unknown_suffix_and_missing_folder(tmp_path):
     mesh, _ = mesh_field(sphere_logits((0, 0, 0), 0.5), *BOX, MeshSettings(resolution=16))
     with pytest.raises(InputError, match="format"):
         write_mesh(mesh, tmp_path / "m.xyz")
-    with pytest.raises(InputError, match="does not exist"):
+    with pytest.raises(OutputError, match="does not exist"):
         write_mesh(mesh, tmp_path / "missing" / "m.ply")
     assert list(tmp_path.iterdir()) == []

@@ -121,12 +121,17 @@ def test_resume_without_best_pt_writes_a_new_one(small_data, tmp_path):
         (m for m in result.history if m.epoch > 1), key=lambda m: m.val_loss).epoch
 
 
-def test_resume_needs_the_same_options(small_data, tmp_path):
+def test_resume_needs_the_same_options_but_may_extend_the_epochs(small_data, tmp_path):
     train(small_data, quick(epochs=1), tmp_path)
     with pytest.raises(InputError, match="other options"):
-        train(small_data, quick(epochs=2), tmp_path, resume=True)
+        train(small_data, quick(epochs=2, lr=1e-3), tmp_path, resume=True)
+    with pytest.raises(InputError, match="finished 1 epochs already"):
+        train(small_data, quick(epochs=1), tmp_path, resume=True)
+    extended = train(small_data, quick(epochs=2), tmp_path, resume=True)
+    assert [m.epoch for m in extended.history] == [1, 2]
     with pytest.raises(InputError, match="nothing to resume"):
         train(small_data, quick(epochs=1), tmp_path / "empty", resume=True)
+    assert not (tmp_path / "empty").exists()           # a folder a failed run created is not left behind
 
 
 def test_fourier_encoding_trains_and_is_saved(small_data, tmp_path):

@@ -6,6 +6,7 @@ would need to run is refused with :class:`CheckpointError`.
 
 from __future__ import annotations
 
+import io
 import pickle
 import re
 import zipfile
@@ -14,9 +15,9 @@ from pathlib import Path
 
 import torch
 
-from occnet.runtime.contract import Architecture
-from occnet.runtime.errors import InputError, first_line
-from occnet.runtime.files import atomic_path
+from occnet.runtime.contract import Architecture, check_bounds
+from occnet.runtime.errors import InputError, ResourceError, first_line
+from occnet.runtime.files import write_bytes_atomic
 from occnet.train.model import OccNet
 
 FORMAT = "occnet.checkpoint"
@@ -47,7 +48,10 @@ class Checkpoint:
     def network(self) -> OccNet:
         """The network this checkpoint describes, weights loaded, in evaluation mode; raises
         :class:`CheckpointError` when the weights do not fit the architecture it records."""
-        model = OccNet(self.architecture, self.bounds_min, self.bounds_max)
+        try:
+            model = OccNet(self.architecture, self.bounds_min, self.bounds_max)
+        except (RuntimeError, MemoryError) as exc:     # the allocator's RuntimeError: not enough memory
+            raise ResourceError(f"not enough memory to build the network it records ({first_line(exc)})") from None
         try:
             model.load_state_dict(self.model_state)
         except RuntimeError as exc:
@@ -57,8 +61,9 @@ class Checkpoint:
 
 def save_checkpoint(path: Path, state: dict) -> None:
     """Write ``state`` (tagged with the format and version here) to ``path`` atomically."""
-    with atomic_path(Path(path)) as tmp:
-        torch.save({"format": FORMAT, "version": VERSION, **state}, tmp)
+    buffer = io.BytesIO()                 # torch.save reports a full disk as a bare RuntimeError: write here
+    torch.save({"format": FORMAT, "version": VERSION, **state}, buffer)
+    write_bytes_atomic(Path(path), buffer.getvalue())
 
 
 def load_checkpoint(path: Path) -> Checkpoint:
@@ -80,7 +85,10 @@ def load_checkpoint(path: Path) -> Checkpoint:
     if not isinstance(state, dict) or state.get("format") != FORMAT:
         raise CheckpointError(f"{path}: not an occnet checkpoint (no '{FORMAT}' tag)")
     version = state.get("version")
-    if not isinstance(version, int) or version > VERSION:
+    if not isinstance(version, int) or isinstance(version, bool) or version < 1:
+        raise CheckpointError(f"{path}: malformed occnet checkpoint (format version {version!r} is not a "
+                              "positive integer)")
+    if version > VERSION:
         raise CheckpointError(f"{path}: checkpoint format version {version} is newer than this occnet "
                               f"reads ({VERSION}); upgrade occnet")
     try:
@@ -89,6 +97,9 @@ def load_checkpoint(path: Path) -> Checkpoint:
         hi = tuple(float(v) for v in state["bounds_max"])
         if len(lo) != 3 or len(hi) != 3 or not isinstance(state["model"], dict):
             raise ValueError("bounds must have 3 values and the model must be a state dict")
-    except (KeyError, TypeError, ValueError) as exc:
+        check_bounds(lo, hi)
+    except KeyError as exc:
+        raise CheckpointError(f"{path}: malformed occnet checkpoint (no {exc} entry)") from None
+    except (TypeError, ValueError) as exc:
         raise CheckpointError(f"{path}: malformed occnet checkpoint ({exc})") from None
     return Checkpoint(state, arch, lo, hi)

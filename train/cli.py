@@ -2,86 +2,108 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from enum import Enum
 from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
 
-from occnet.runtime.console import Device, fail, run_app
+from occnet.runtime.console import Device, Interrupted, fail, run_app
+from occnet.runtime.contract import ENCODINGS
+from occnet.train.config import SAMPLING_DEFAULTS, TRAIN_DEFAULTS
 
 train_app = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
-
-
-class Encoding(str, Enum):
-    none = "none"
-    fourier = "fourier"
+Encoding = Enum("Encoding", {name: name for name in ENCODINGS}, type=str)
+RESUME_ALLOWS = {"data", "resume", "epochs"}
+"""What may be given with ``--resume``: the run's own options come from its last.pt; ``--epochs`` extends it
+and DATA names its data where the file has moved."""
 
 
 @train_app.command()
 def occ_train(
+    ctx: typer.Context,
     data: Annotated[Optional[Path], typer.Argument(help=".npz points+occupancies, a mesh (.obj .ply .stl "
                     ".off .glb), or nothing for the built-in demo shape.")] = None,
     out_dir: Annotated[Path, typer.Option(help="Folder for best.pt, last.pt, metrics.csv, loss.png.")]
     = Path("."),
-    epochs: Annotated[int, typer.Option(help="Passes over the training points.")] = 60,
-    batch_size: Annotated[int, typer.Option(help="Points per optimiser step.")] = 1024,
-    lr: Annotated[float, typer.Option(help="Peak learning rate (warm-up, then cosine decay).")] = 3e-3,
-    hidden_size: Annotated[int, typer.Option(help="Width of the hidden layers.")] = 64,
-    hidden_layers: Annotated[int, typer.Option(help="Hidden layers after the input layer.")] = 4,
+    epochs: Annotated[int, typer.Option(help="Passes over the training points; with --resume, the "
+                      "total to extend the run to.")] = TRAIN_DEFAULTS.epochs,
+    batch_size: Annotated[int, typer.Option(help="Points per optimiser step.")] = TRAIN_DEFAULTS.batch_size,
+    lr: Annotated[float, typer.Option(help="Peak learning rate (warm-up, then cosine decay).")]
+    = TRAIN_DEFAULTS.lr,
+    hidden_size: Annotated[int, typer.Option(help="Width of the hidden layers.")] = TRAIN_DEFAULTS.hidden_size,
+    hidden_layers: Annotated[int, typer.Option(help="Hidden layers after the input layer.")]
+    = TRAIN_DEFAULTS.hidden_layers,
     encoding: Annotated[Encoding, typer.Option(help="Input encoding: none, or fourier features.")]
-    = Encoding.none,
+    = Encoding(TRAIN_DEFAULTS.encoding),
     fourier_features: Annotated[int, typer.Option(help="fourier: number of random frequencies.")] = 32,
     fourier_scale: Annotated[float, typer.Option(help="fourier: frequency spread (cycles per box).")] = 2.0,
-    val_fraction: Annotated[float, typer.Option(help="Share of points held out for validation.")] = 0.2,
-    num_points: Annotated[int, typer.Option(help="Points to sample from a mesh or the demo.")] = 100_000,
+    val_fraction: Annotated[float, typer.Option(help="Share of points held out for validation.")]
+    = TRAIN_DEFAULTS.val_fraction,
+    num_points: Annotated[int, typer.Option(help="Points to sample from a mesh or the demo.")]
+    = SAMPLING_DEFAULTS.num_points,
     near_fraction: Annotated[float, typer.Option(help="Share of sampled points drawn near the surface.")]
-    = 0.5,
-    near_sigma: Annotated[float, typer.Option(help="Spread of near-surface points, x longest side.")] = 0.01,
-    seed: Annotated[int, typer.Option(help="Seed for sampling, split, initialisation and shuffling.")] = 0,
+    = SAMPLING_DEFAULTS.near_fraction,
+    near_sigma: Annotated[float, typer.Option(help="Spread of near-surface points, x longest side.")]
+    = SAMPLING_DEFAULTS.near_sigma,
+    seed: Annotated[int, typer.Option(help="Seed for sampling, split, initialisation and shuffling (>= 0).")]
+    = TRAIN_DEFAULTS.seed,
     device: Annotated[Device, typer.Option(help="auto uses CUDA when PyTorch sees a GPU.")] = Device.auto,
     resume: Annotated[Optional[Path], typer.Option(help="Continue the run in this folder from last.pt, "
-                      "with the options and data it recorded.")]
-    = None,
+                      "with the options and data it recorded (--epochs N extends it to N epochs).")] = None,
     force: Annotated[bool, typer.Option(help="Replace a previous run in --out-dir.")] = False,
 ) -> None:
     """Train an occupancy network and keep the checkpoint with the best validation loss."""
     from occnet.runtime.console import progress_bar
     from occnet.train.sampling import SamplingConfig, load_points
-    from occnet.train.trainer import TrainConfig, prepare_run, run_options, train
+    from occnet.train.trainer import TrainConfig, claim_run, fit, run_options
 
+    if resume is not None:
+        given = [p.name for p in ctx.command.params if p.name not in RESUME_ALLOWS
+                 and ctx.get_parameter_source(p.name).name == "COMMANDLINE"]
+        if given:
+            names = ", ".join("--" + name.replace("_", "-") for name in given)
+            raise typer.BadParameter(f"{names} cannot be combined with --resume: a resumed run keeps the options "
+                                     "it recorded (only --epochs and DATA may be given)")
     run_dir = resume if resume is not None else out_dir
-    prepare_run(run_dir, resume is not None, force)
-    if resume is not None:                       # the run's own options and data, from its last.pt
-        recorded = run_options(resume)
-        config, sampling = recorded["config"], SamplingConfig(**recorded["sampling"])
-        if data is None and recorded["data_path"]:
-            data = Path(recorded["data_path"])
-    else:
-        fourier = encoding is Encoding.fourier
-        config = TrainConfig(epochs, batch_size, lr, hidden_size, hidden_layers, encoding.value,
-                             fourier_features if fourier else 0, fourier_scale if fourier else 0.0,
-                             val_fraction, seed, device.value)
-        sampling = SamplingConfig(num_points, near_fraction, near_sigma)
-    points = load_points(data, sampling, config.seed)
-    typer.echo(f"data: {points.source}: {len(points.points):,} points, {points.labels.mean():.1%} inside, "
-               f"box {_fmt(points.bounds_min)} .. {_fmt(points.bounds_max)}", err=True)
-    with progress_bar("training", total=config.epochs) as update:
-        def show(row) -> None:
+    with claim_run(run_dir, resume is not None, force) as files:
+        if resume is not None:                       # the run's own options and data, from its last.pt
+            recorded = run_options(resume)
+            config, sampling = recorded["config"], SamplingConfig(**recorded["sampling"])
+            if ctx.get_parameter_source("epochs").name == "COMMANDLINE":
+                config = replace(config, epochs=epochs)
+            if data is None and recorded["data_path"]:
+                data = Path(recorded["data_path"])
+        else:
+            fourier = encoding.value == "fourier"
+            config = TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, hidden_size=hidden_size,
+                                 hidden_layers=hidden_layers, encoding=encoding.value,
+                                 fourier_features=fourier_features if fourier else 0,
+                                 fourier_scale=fourier_scale if fourier else 0.0, val_fraction=val_fraction,
+                                 seed=seed, device=device.value)
+            sampling = SamplingConfig(num_points=num_points, near_fraction=near_fraction, near_sigma=near_sigma)
+        points = load_points(data, sampling, config.seed)
+        typer.echo(f"data: {points.source}: {len(points.points):,} points, {points.labels.mean():.1%} inside, "
+                   f"box {_fmt(points.bounds_min)} .. {_fmt(points.bounds_max)}", err=True)
+        finished = []                                # epochs this process completed
+
+        def on_epoch(row) -> None:
+            finished.append(row.epoch)
             update(row.epoch)
 
-        try:
-            extra = {"sampling": asdict(sampling), "data_path": str(data.resolve()) if data else None}
-            result = train(points, config, run_dir, resume=resume is not None, force=force, extra=extra,
-                           on_epoch=show)
-        except KeyboardInterrupt:
-            fail("occ-train", f"interrupted; last.pt in {run_dir} holds the last finished epoch: "
-                 f"continue with occ-train --resume {run_dir}", 130)
+        with progress_bar("training", total=config.epochs) as update:
+            try:
+                extra = {"sampling": asdict(sampling), "data_path": str(data.resolve()) if data else None}
+                result = fit(points, config, files, resume=resume is not None, extra=extra, on_epoch=on_epoch)
+            except KeyboardInterrupt:
+                kept = bool(finished) or resume is not None
+                hint = (f"last.pt in {run_dir} holds the last finished epoch: continue with occ-train --resume "
+                        f"{run_dir}" if kept else "no epoch had finished, so no checkpoint was written")
+                raise Interrupted(hint) from None
     best = result.best
     typer.echo(f"{len(result.history)} epochs in {result.seconds:.1f} s; best.pt from epoch {best.epoch}: "
                f"val loss {best.val_loss:.4f}, val IoU {best.val_iou:.4f}, val accuracy {best.val_accuracy:.4f}")
-    files = result.files
     written = [f for f in (files.best, files.last, files.metrics, files.plot) if f.exists()]
     typer.echo(f"files: {', '.join(map(str, written))}")
 

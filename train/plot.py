@@ -2,22 +2,26 @@
 
 from __future__ import annotations
 
+import io
 from collections.abc import Sequence
 from pathlib import Path
 
-from occnet.runtime.files import atomic_path
+from occnet.runtime.files import write_bytes_atomic
 
 
 def plot_history(history: Sequence, path: Path) -> None:
-    """Draw the loss curves (log scale) and the IoU of ``history`` (EpochMetrics rows) to a PNG, atomically."""
-    import matplotlib
+    """Draw the loss curves (log scale) and the IoU of ``history`` (EpochMetrics rows) to a PNG, atomically.
 
-    matplotlib.use("Agg")
-    from matplotlib import pyplot as plt
+    Uses matplotlib's object API on an Agg canvas: no pyplot, no process-wide backend switch.
+    """
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
     from matplotlib.ticker import MaxNLocator
 
     epochs = [m.epoch for m in history]
-    fig, (ax_loss, ax_iou) = plt.subplots(1, 2, figsize=(10, 4), dpi=100)
+    fig = Figure(figsize=(10, 4), dpi=100)
+    FigureCanvasAgg(fig)
+    ax_loss, ax_iou = fig.subplots(1, 2)
     ax_loss.plot(epochs, [m.train_loss for m in history], label="train")
     ax_loss.plot(epochs, [m.val_loss for m in history], label="validation")
     best = min(history, key=lambda m: m.val_loss)
@@ -30,6 +34,6 @@ def plot_history(history: Sequence, path: Path) -> None:
         ax.grid(alpha=0.3)
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     fig.tight_layout()
-    with atomic_path(Path(path)) as tmp:
-        fig.savefig(tmp, format="png")
-    plt.close(fig)
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png")
+    write_bytes_atomic(Path(path), buffer.getvalue())

@@ -8,12 +8,15 @@ file is replaced atomically, so killing the run at any moment loses at most the 
 
 from __future__ import annotations
 
+import contextlib
 import csv
+import fcntl
 import io
 import math
+import os
 import platform
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
@@ -21,51 +24,14 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
-from occnet.runtime.contract import DEVICES, Architecture, installed_version
-from occnet.runtime.errors import InputError
+from occnet.runtime.contract import installed_version
+from occnet.runtime.errors import InputError, OccNetError
 from occnet.runtime.files import check_writable, write_bytes_atomic
-from occnet.runtime.points import PointSet
+from occnet.runtime.points import PointSet, iou
 from occnet.train.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from occnet.train.config import TrainConfig
 from occnet.train.model import OccNet
 from occnet.train.plot import plot_history
-
-
-@dataclass(frozen=True)
-class TrainConfig:
-    """Training options. The network defaults to the seed's (64 wide, 4 hidden layers)."""
-
-    epochs: int = 60
-    batch_size: int = 1024
-    lr: float = 3e-3
-    hidden_size: int = 64
-    hidden_layers: int = 4
-    encoding: str = "none"
-    fourier_features: int = 0
-    fourier_scale: float = 0.0
-    val_fraction: float = 0.2
-    seed: int = 0
-    device: str = "auto"
-
-    def __post_init__(self) -> None:
-        if self.epochs < 1:
-            raise InputError(f"epochs must be >= 1, got {self.epochs}")
-        if self.batch_size < 1:
-            raise InputError(f"batch size must be >= 1, got {self.batch_size}")
-        if not (self.lr > 0 and math.isfinite(self.lr)):
-            raise InputError(f"learning rate must be a positive number, got {self.lr}")
-        if not 0.0 < self.val_fraction < 1.0:
-            raise InputError(f"val fraction must lie strictly between 0 and 1, got {self.val_fraction}")
-        if self.device not in DEVICES:
-            raise InputError(f"device must be one of {', '.join(DEVICES)}, got {self.device!r}")
-        try:
-            _ = self.architecture
-        except ValueError as exc:
-            raise InputError(str(exc)) from None
-
-    @property
-    def architecture(self) -> Architecture:
-        return Architecture(self.hidden_size, self.hidden_layers, self.encoding, self.fourier_features,
-                            self.fourier_scale)
 
 
 @dataclass(frozen=True)
@@ -107,6 +73,10 @@ class TrainResult:
     seconds: float
 
 
+class DivergedError(OccNetError):
+    """The loss became NaN or infinite; the files of the last finite epoch are kept."""
+
+
 def resolve_device(name: str) -> torch.device:
     """``auto`` -> CUDA when PyTorch sees a GPU, else CPU; ``cuda`` without one is an error."""
     if name == "cuda" and not torch.cuda.is_available():
@@ -114,22 +84,50 @@ def resolve_device(name: str) -> torch.device:
     return torch.device("cuda" if name in ("auto", "cuda") and torch.cuda.is_available() else "cpu")
 
 
-def prepare_run(out_dir: Path, resume: bool, force: bool) -> RunFiles:
-    """Check the output folder before any work: creatable, writable, and not holding another run."""
+@contextlib.contextmanager
+def claim_run(out_dir: Path, resume: bool, force: bool) -> Iterator[RunFiles]:
+    """The run folder for the duration of a run: checked before any work (creatable, writable, not holding
+    another run unless ``resume`` or ``force``), created if needed and locked, so a second run into the same
+    folder is refused while this one lives. A folder created here and left empty by a failure is removed."""
     files = RunFiles.in_folder(out_dir)
     if files.out_dir.exists() and not files.out_dir.is_dir():
         raise InputError(f"--out-dir {out_dir} is a file, not a folder")
+    created = next((p for p in reversed([files.out_dir, *files.out_dir.parents]) if not p.exists()), None)
     try:
         files.out_dir.mkdir(parents=True, exist_ok=True)
+        lock = os.open(files.out_dir, os.O_RDONLY)
     except OSError as exc:
         raise InputError(f"cannot create --out-dir {out_dir}: {exc.strerror}") from None
-    check_writable(files.best)
-    if resume and not files.last.is_file():
-        raise InputError(f"nothing to resume: {files.last} does not exist")
-    if not resume and not force and (files.best.exists() or files.last.exists()):
-        raise InputError(f"{files.out_dir} already holds a run ({files.best.name}); continue it with "
-                         f"--resume {files.out_dir} or replace it with --force")
-    return files
+    try:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)     # released when the descriptor closes
+        except BlockingIOError:
+            raise InputError(f"another occ-train is writing to {files.out_dir}; wait for it to finish or "
+                             "choose another --out-dir") from None
+        check_writable(files.best)
+        if resume and not files.last.is_file():
+            raise InputError(f"nothing to resume: {files.last} does not exist")
+        if not resume and not force and (files.best.exists() or files.last.exists()):
+            raise InputError(f"{files.out_dir} already holds a run ({files.best.name}); continue it with "
+                             f"--resume {files.out_dir} or replace it with --force")
+        yield files
+    except BaseException:
+        if created is not None:
+            _remove_empty(files.out_dir, created)
+        raise
+    finally:
+        os.close(lock)
+
+
+def _remove_empty(folder: Path, top: Path) -> None:
+    """Remove ``folder`` and its parents up to ``top`` while they are empty."""
+    for path in [folder, *folder.parents]:
+        try:
+            path.rmdir()
+        except OSError:
+            return
+        if path == top:
+            return
 
 
 def split(n: int, val_fraction: float, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -154,14 +152,23 @@ def evaluate(model: OccNet, points: torch.Tensor, labels: torch.Tensor, batch_si
         intersection += int((predicted & actual).sum())
         union += int((predicted | actual).sum())
         correct += int((predicted == actual).sum())
-    return loss / len(points), intersection / max(union, 1), correct / len(points)
+    return loss / len(points), iou(intersection, union), correct / len(points)
 
 
 def train(data: PointSet, config: TrainConfig, out_dir: Path, *, resume: bool = False, force: bool = False,
           extra: dict | None = None, on_epoch: Callable[[EpochMetrics], None] | None = None) -> TrainResult:
-    """Fit the network to ``data``; returns the history. ``extra`` is recorded in every checkpoint
-    (e.g. the sampling options), ``on_epoch`` is called after each epoch."""
-    files = prepare_run(out_dir, resume, force)
+    """Fit the network to ``data`` in the run folder ``out_dir`` (claimed for the duration, see
+    :func:`claim_run`); returns the history. ``resume`` continues from ``last.pt`` (``config.epochs`` may
+    extend the run); ``extra`` is recorded in every checkpoint (e.g. the sampling options), ``on_epoch`` is
+    called after each epoch."""
+    with claim_run(out_dir, resume, force) as files:
+        return fit(data, config, files, resume=resume, extra=extra, on_epoch=on_epoch)
+
+
+def fit(data: PointSet, config: TrainConfig, files: RunFiles, *, resume: bool = False, extra: dict | None = None,
+        on_epoch: Callable[[EpochMetrics], None] | None = None) -> TrainResult:
+    """The training loop of :func:`train`, in a run folder already claimed. Raises :class:`DivergedError`
+    (keeping the files of the last good epoch) when the loss stops being finite."""
     started = time.perf_counter()
     device = resolve_device(config.device)
     torch.manual_seed(config.seed)
@@ -204,6 +211,13 @@ def train(data: PointSet, config: TrainConfig, out_dir: Path, *, resume: bool = 
         val_loss, val_iou, val_acc = evaluate(model, x_val, y_val)
         row = EpochMetrics(epoch, float(total) / len(xs), val_loss, val_iou, val_acc,
                            optimizer.param_groups[0]["lr"], round(time.perf_counter() - tick, 4))
+        if not (math.isfinite(row.train_loss) and math.isfinite(row.val_loss)):
+            if history:
+                plot_history(history, files.plot)
+            raise DivergedError(f"training diverged at epoch {epoch} (loss is "
+                                f"{row.train_loss if not math.isfinite(row.train_loss) else row.val_loss}); "
+                                "lower --lr" + (f"; the files of epoch {history[-1].epoch} are kept" if history
+                                                else ""))
         history.append(row)
 
         weights = {k: v.detach().cpu() for k, v in model.state_dict().items()}
@@ -255,8 +269,11 @@ def _restore(path: Path, config: TrainConfig, data: PointSet, model, optimizer, 
     state = load_checkpoint(path).state
     if "optimizer" not in state:
         raise CheckpointError(f"{path}: has no optimiser state to resume from")
-    if state["config"] != asdict(config):
+    if {**state["config"], "epochs": config.epochs} != asdict(config):
         raise InputError(f"{path}: was trained with other options; resume with the same ones")
+    if config.epochs <= state["epoch"]:
+        raise InputError(f"{path}: the run has finished {state['epoch']} epochs already; --epochs must be "
+                         "larger to extend it")
     if state["data_sha256"] != data.sha256:
         raise InputError(f"{path}: was trained on other data ({state['data_source']})")
     model.load_state_dict(state["model"])

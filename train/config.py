@@ -1,0 +1,73 @@
+"""Training and sampling options as typed, validated records; light to import (no torch), so ``occ-train
+--help`` and the CLI's defaults come from here."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from occnet.runtime.contract import DEVICES, Architecture
+from occnet.runtime.errors import InputError
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Training options. The network defaults to the seed's (64 wide, 4 hidden layers)."""
+
+    epochs: int = 60
+    batch_size: int = 1024
+    lr: float = 3e-3
+    hidden_size: int = 64
+    hidden_layers: int = 4
+    encoding: str = "none"
+    fourier_features: int = 0
+    fourier_scale: float = 0.0
+    val_fraction: float = 0.2
+    seed: int = 0
+    device: str = "auto"
+
+    def __post_init__(self) -> None:
+        if self.epochs < 1:
+            raise InputError(f"epochs must be >= 1, got {self.epochs}")
+        if self.batch_size < 1:
+            raise InputError(f"batch size must be >= 1, got {self.batch_size}")
+        if not (self.lr > 0 and math.isfinite(self.lr)):
+            raise InputError(f"learning rate must be a positive number, got {self.lr}")
+        if not 0.0 < self.val_fraction < 1.0:
+            raise InputError(f"val fraction must lie strictly between 0 and 1, got {self.val_fraction}")
+        if self.device not in DEVICES:
+            raise InputError(f"device must be one of {', '.join(DEVICES)}, got {self.device!r}")
+        if not 0 <= self.seed < 2**63:
+            raise InputError(f"seed must lie in 0..2**63-1, got {self.seed}")
+        try:
+            _ = self.architecture
+        except ValueError as exc:
+            raise InputError(str(exc)) from None
+
+    @property
+    def architecture(self) -> Architecture:
+        return Architecture(self.hidden_size, self.hidden_layers, self.encoding, self.fourier_features,
+                            self.fourier_scale)
+
+
+@dataclass(frozen=True)
+class SamplingConfig:
+    """How many points to draw and where. ``padding`` and ``near_sigma`` are fractions of the longest side."""
+
+    num_points: int = 100_000
+    near_fraction: float = 0.5
+    near_sigma: float = 0.01
+    padding: float = 0.05
+
+    def __post_init__(self) -> None:
+        if self.num_points < 100:
+            raise InputError(f"num points must be >= 100, got {self.num_points}")
+        if not 0.0 <= self.near_fraction <= 1.0:
+            raise InputError(f"near fraction must lie in [0, 1], got {self.near_fraction}")
+        if not (0 < self.near_sigma < math.inf and 0 <= self.padding < math.inf):
+            raise InputError(f"near sigma must be a finite number > 0 and padding one >= 0, got "
+                             f"{self.near_sigma} and {self.padding}")
+
+
+TRAIN_DEFAULTS = TrainConfig()
+SAMPLING_DEFAULTS = SamplingConfig()
