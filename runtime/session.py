@@ -19,8 +19,8 @@ class OccupancyModel:
     """A loaded occnet ONNX model; call :meth:`logits` on world-coordinate points.
 
     ``device='auto'`` takes CUDA when onnxruntime has it and it starts, else the CPU (``fallback`` says
-    so when an installed CUDA provider failed to start); ``'cuda'`` that cannot be honoured raises :class:`DeviceError`. ``threads=0``
-    lets onnxruntime choose.
+    so when an installed CUDA provider failed to start); ``'cuda'`` that cannot be honoured raises
+    :class:`DeviceError`. ``threads=0`` lets onnxruntime choose.
     """
 
     def __init__(self, path: str | Path, device: str = "auto", threads: int = 0) -> None:

@@ -83,8 +83,13 @@ def test_cli_both_modes(tmp_path, capsys):
     assert set(figures["fscore"]) == {"0.01", "0.05"} and figures["iou"] > 0.9
     points = np.random.default_rng(0).uniform(-0.55, 0.55, (2000, 3)).astype(np.float32)
     np.savez(tmp_path / "p.npz", points=points, occupancies=demo_occupancy(points))
-    eval_main([str(DEMO_ONNX), str(tmp_path / "p.npz")])
-    assert "IoU" in capsys.readouterr().out
+    eval_main([str(DEMO_ONNX), str(tmp_path / "p.npz"), "--json"])
+    figures = json.loads(capsys.readouterr().out)
+    predicted = OccupancyModel(DEMO_ONNX, device="cpu").logits(points) > 0
+    actual = demo_occupancy(points) > 0
+    assert figures["iou"] == pytest.approx(np.sum(predicted & actual) / np.sum(predicted | actual), abs=1e-12)
+    assert figures["accuracy"] == pytest.approx(np.mean(predicted == actual), abs=1e-12)
+    assert figures["iou"] > 0.9 and figures["points"] == 2000
 
 
 @pytest.mark.parametrize("args,match", [

@@ -16,7 +16,7 @@ def test_cubic_box_is_the_seeds_linspace_grid():
 
 def test_points_are_x_y_z_in_ij_order():
     grid = Grid.from_bounds((0, 0, 0), (4, 2, 1), 5)
-    assert grid.shape == (5, 3, 2) or grid.shape[0] == 5
+    assert grid.shape == (5, 3, 2)          # spacing 1: y spans 2 (3 samples), z spans 1 (2 samples)
     flat = np.ravel_multi_index((4, 1, 0), grid.shape)
     x, y, z = grid.axes()
     np.testing.assert_allclose(grid.points(np.array([flat]))[0], [x[4], y[1], z[0]], atol=1e-6)

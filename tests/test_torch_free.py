@@ -4,7 +4,6 @@
 import json
 import shutil
 import subprocess
-import sys
 import venv
 from pathlib import Path
 
@@ -57,7 +56,9 @@ def test_train_commands_name_the_extra(runtime_venv):
     assert "Traceback" not in result.stderr and len(result.stderr.strip().splitlines()) == 1
 
 
-def test_python_is_the_test_interpreter_version(runtime_venv):
-    result = subprocess.run([str(runtime_venv / "python"), "-c", "import sys; print(sys.version_info[:2])"],
-                            capture_output=True, text=True)
-    assert result.stdout.strip() == str(tuple(sys.version_info[:2]))
+def test_occnet_in_the_venv_is_the_installed_copy_not_this_checkout(runtime_venv):
+    code = "import occnet.runtime.cli as m; print(m.__file__)"
+    result = subprocess.run([str(runtime_venv / "python"), "-c", code], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    installed = Path(result.stdout.strip()).resolve()
+    assert "site-packages" in installed.parts and ROOT not in installed.parents

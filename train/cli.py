@@ -83,9 +83,6 @@ def occ_train(
                                  fourier_scale=fourier_scale if fourier else 0.0, val_fraction=val_fraction,
                                  seed=seed, device=device.value)
             sampling = SamplingConfig(num_points=num_points, near_fraction=near_fraction, near_sigma=near_sigma)
-        points = load_points(data, sampling, config.seed)
-        typer.echo(f"data: {points.source}: {len(points.points):,} points, {points.labels.mean():.1%} inside, "
-                   f"box {_fmt(points.bounds_min)} .. {_fmt(points.bounds_max)}", err=True)
         finished = []                                # epochs this process completed
 
         def on_epoch(row) -> None:
@@ -94,6 +91,9 @@ def occ_train(
 
         with progress_bar("training", total=config.epochs) as update:
             try:
+                points = load_points(data, sampling, config.seed)
+                typer.echo(f"data: {points.source}: {len(points.points):,} points, {points.labels.mean():.1%} "
+                           f"inside, box {_fmt(points.bounds_min)} .. {_fmt(points.bounds_max)}", err=True)
                 extra = {"sampling": asdict(sampling), "data_path": str(data.resolve()) if data else None}
                 result = fit(points, config, files, resume=resume is not None, extra=extra, on_epoch=on_epoch)
             except KeyboardInterrupt:
