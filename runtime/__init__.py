@@ -15,7 +15,7 @@ _EXPORTS = {
     "Architecture": "contract", "ModelInfo": "contract",
     "DeviceError": "errors", "EmptySurfaceError": "errors", "InputError": "errors", "ModelError": "errors",
     "OccNetError": "errors", "OutputError": "errors", "ResourceError": "errors",
-    "Field": "extract", "adaptive_field": "extract", "dense_field": "extract",
+    "Field": "field", "adaptive_field": "field", "dense_field": "field",
     "Grid": "grid",
     "MeshStats": "mesher", "mesh_field": "mesher", "mesh_model": "mesher",
     "write_mesh": "meshio", "read_mesh": "meshio",

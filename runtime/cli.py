@@ -37,11 +37,6 @@ def occ_mesh(
     device: Annotated[Device, typer.Option(help="auto uses CUDA when onnxruntime has it.")] = Device.auto,
     threads: Annotated[int, typer.Option(help="onnxruntime intra-op threads, at most the core count; "
                        "0: its default.")] = 0,
-    coarse_resolution: Annotated[int, typer.Option(help="adaptive: samples along the longest side at the "
-                                 "coarsest level; features thinner than one coarse cell can be missed.")]
-    = DEFAULTS.coarse_resolution,
-    guard: Annotated[int, typer.Option(help="adaptive: extra cells refined around each surface cell.")]
-    = DEFAULTS.guard,
     largest_only: Annotated[bool, typer.Option(help="Keep only the largest connected component.")]
     = DEFAULTS.largest_only,
     min_faces: Annotated[int, typer.Option(help="Drop components with fewer faces.")] = DEFAULTS.min_faces,
@@ -53,8 +48,7 @@ def occ_mesh(
     from occnet.runtime.session import OccupancyModel
 
     settings = MeshSettings(resolution=resolution, method=method.value, threshold=threshold,
-                            batch_size=batch_size, coarse_resolution=coarse_resolution, guard=guard,
-                            largest_only=largest_only, min_faces=min_faces)
+                            batch_size=batch_size, largest_only=largest_only, min_faces=min_faces)
     output = output if output is not None else model.with_suffix(".ply")
     replaces = check_mesh_output(output, [model])
     session = OccupancyModel(model, device.value, threads)

@@ -8,7 +8,7 @@ from dataclasses import asdict, dataclass
 import trimesh
 
 from occnet.runtime.errors import ResourceError
-from occnet.runtime.extract import LogitFn, Progress, adaptive_field, dense_field
+from occnet.runtime.field import LogitFn, Progress, adaptive_field, dense_field
 from occnet.runtime.grid import Grid
 from occnet.runtime.machine import available_bytes
 from occnet.runtime.session import OccupancyModel
@@ -33,6 +33,7 @@ class MeshStats:
     seconds_inference: float
     seconds_marching_cubes: float
     seconds_total: float
+    field_bytes: int
     vertices: int
     faces: int
     watertight: bool
@@ -68,15 +69,14 @@ def mesh_field(fn: LogitFn, bounds_min, bounds_max, settings: MeshSettings = Mes
     if settings.method == "dense":
         field = dense_field(fn, grid, settings.batch_size, progress)
     else:
-        field = adaptive_field(fn, grid, level, settings.batch_size, settings.coarse_resolution,
-                               settings.guard, progress)
+        field = adaptive_field(fn, grid, level, settings.batch_size, progress)
     inferred = time.perf_counter()
     mesh = extract_mesh(field, level)
     mesh = filter_components(mesh, settings.largest_only, settings.min_faces)
     done = time.perf_counter()
     stats = MeshStats(settings.method, provider, settings.resolution, grid.shape, field.points_evaluated,
                       round(inferred - start, 4), round(done - inferred, 4), round(done - start, 4),
-                      len(mesh.vertices), len(mesh.faces), bool(mesh.is_watertight))
+                      field.nbytes, len(mesh.vertices), len(mesh.faces), bool(mesh.is_watertight))
     return mesh, stats
 
 

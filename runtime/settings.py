@@ -20,18 +20,13 @@ def probability_to_logit(threshold: float) -> float:
 
 @dataclass(frozen=True)
 class MeshSettings:
-    """How to turn a field into a mesh. ``threshold`` is an occupancy probability.
-
-    ``coarse_resolution`` and ``guard`` control the adaptive method's thin-feature limit: features thinner
-    than box / (coarse_resolution - 1) may be missed unless they touch the surface the coarse level sees.
-    """
+    """How to turn a field into a mesh. ``threshold`` is an occupancy probability; ``largest_only`` and
+    ``min_faces`` drop small components after marching cubes."""
 
     resolution: int = 256
     method: str = "adaptive"
     threshold: float = 0.5
     batch_size: int = 16384
-    coarse_resolution: int = 33
-    guard: int = 0
     largest_only: bool = False
     min_faces: int = 0
 

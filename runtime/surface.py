@@ -1,4 +1,9 @@
-"""Marching cubes on a :class:`~occnet.runtime.extract.Field`: a closed mesh in world coordinates."""
+"""Marching cubes on a :class:`~occnet.runtime.field.Field`: a closed mesh in world coordinates.
+
+The field's storage hands out blocks of samples (the whole volume, or one brick with a one-sample apron); each
+block is marched on the cells it owns, and the pieces are joined by merging the vertices that neighbouring
+blocks both computed on their shared faces, so the result is the mesh the whole volume would give.
+"""
 
 from __future__ import annotations
 
@@ -7,33 +12,73 @@ import trimesh
 from skimage import measure
 
 from occnet.runtime.errors import EmptySurfaceError, InputError
-from occnet.runtime.extract import Field
+from occnet.runtime.field import BRICK, Block, Field
 
 
 def extract_mesh(field: Field, level: float) -> trimesh.Trimesh:
     """The ``level`` iso-surface of ``field`` (inside: value > level) as a watertight mesh.
 
-    The volume's border counts as outside, so a surface cut by the box is closed there; degenerate faces
-    are dropped; faces wind counter-clockwise seen from outside; vertices ``(V, 3) float32`` are world
-    coordinates. Raises :class:`EmptySurfaceError` when the field never crosses ``level``.
+    The volume's border counts as outside, so a surface cut by the box is closed there, by a cap on the box
+    face; degenerate faces are dropped; faces wind counter-clockwise seen from outside; vertices ``(V, 3)
+    float32`` are world coordinates. Raises :class:`EmptySurfaceError` when the field never crosses ``level``.
     """
-    values, cells = field.values, field.cells
-    inside_any, outside_any = bool((values > level).any()), bool((values <= level).any())
-    if not (inside_any and outside_any):
-        side = "inside" if inside_any else "outside"
+    if field.highest <= level or field.lowest > level:
+        side = "inside" if field.lowest > level else "outside"
         raise EmptySurfaceError(f"the field is {side} everywhere in the box at this threshold: no surface")
-    offset = 0
-    if _border_inside(values, level):
-        values, cells, offset = _pad_outside(values, level), _pad_cells(cells), 1
-    mask = None if cells is None else _upper_corner_mask(cells)
+    pieces = [piece for block in field.storage.blocks(level) if (piece := _march(block, level)) is not None]
+    if not pieces:
+        raise EmptySurfaceError("marching cubes found no surface at this threshold")
+    starts = np.cumsum([0] + [len(v) for v, _ in pieces])
+    verts = np.concatenate([v for v, _ in pieces])
+    faces = np.concatenate([f + start for (_, f), start in zip(pieces, starts)])
+    if len(pieces) > 1:
+        verts, faces = _merge_seams(verts, faces)
+    # Caps closing a surface cut by the box lie between the last sample and the pad: put them on the box.
+    n = np.array(field.grid.shape)
+    return trimesh.Trimesh(field.grid.to_world(np.clip(verts, 0, n - 1)), faces, process=False)
+
+
+def _march(block: Block, level: float) -> tuple[np.ndarray, np.ndarray] | None:
+    """Marching cubes on ``block``: every cell if it is complete, else the cells whose 8 corners are known and
+    change sign. Vertices in grid index coordinates ``(V, 3) float64``; None when nothing is meshed."""
+    values, mask = block.values, None
+    if not block.complete:
+        known = ~np.isnan(values)
+        inside = values > level
+        cells = _all_corners(known) & _any_corner(inside) & ~_all_corners(inside)
+        if not cells.any():
+            return None
+        values = np.where(known, values, np.float32(level - 1.0))
+        mask = _upper_corner_mask(cells)
     verts, faces, _, _ = measure.marching_cubes(values, level, mask=mask, allow_degenerate=False,
                                                 gradient_direction="ascent")
-    # Caps closing a surface cut by the box lie between the last sample and the padding: put them on the box.
-    verts = field.grid.to_world(np.clip(verts - offset, 0, np.array(field.grid.shape) - 1))
-    mesh = trimesh.Trimesh(verts, faces, process=False)
-    if len(mesh.faces) == 0:
-        raise EmptySurfaceError("marching cubes found no surface at this threshold")
-    return mesh
+    if len(faces) == 0:
+        return None
+    return verts.astype(np.float64) + np.array(block.origin), faces.astype(np.int64)
+
+
+def _merge_seams(verts: np.ndarray, faces: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Join the pieces: a vertex on a face two bricks share (bricks start at grid index ``BRICK * b - 1``) was
+    computed by both, from the same two samples, to the same bits; merge the copies and drop the vertices no
+    longer used. Distinct vertices, however close, stay distinct, as in the whole-volume mesh."""
+    seam = np.flatnonzero(np.any((verts + 1) % BRICK == 0, axis=1))
+    _, first, inverse = np.unique(verts[seam], axis=0, return_index=True, return_inverse=True)
+    target = np.arange(len(verts))
+    target[seam] = seam[first[inverse.reshape(-1)]]
+    used, faces = np.unique(target[faces], return_inverse=True)
+    return verts[used], faces.reshape(-1, 3)
+
+
+def _all_corners(flags: np.ndarray) -> np.ndarray:
+    """Per cell (by lowest corner), whether the flag holds at all 8 corners: ``(a, b, c) -> (a-1, b-1, c-1)``."""
+    return (flags[:-1, :-1, :-1] & flags[1:, :-1, :-1] & flags[:-1, 1:, :-1] & flags[:-1, :-1, 1:]
+            & flags[1:, 1:, :-1] & flags[1:, :-1, 1:] & flags[:-1, 1:, 1:] & flags[1:, 1:, 1:])
+
+
+def _any_corner(flags: np.ndarray) -> np.ndarray:
+    """Per cell, whether the flag holds at any of its 8 corners."""
+    return (flags[:-1, :-1, :-1] | flags[1:, :-1, :-1] | flags[:-1, 1:, :-1] | flags[:-1, :-1, 1:]
+            | flags[1:, 1:, :-1] | flags[1:, :-1, 1:] | flags[:-1, 1:, 1:] | flags[1:, 1:, 1:])
 
 
 def filter_components(mesh: trimesh.Trimesh, largest_only: bool = False, min_faces: int = 0) -> trimesh.Trimesh:
@@ -52,33 +97,9 @@ def filter_components(mesh: trimesh.Trimesh, largest_only: bool = False, min_fac
     return trimesh.util.concatenate(parts) if len(parts) > 1 else parts[0]
 
 
-def _border_inside(values: np.ndarray, level: float) -> bool:
-    faces = (values[0], values[-1], values[:, 0], values[:, -1], values[:, :, 0], values[:, :, -1])
-    return any(bool((f > level).any()) for f in faces)
-
-
-def _pad_outside(values: np.ndarray, level: float) -> np.ndarray:
-    padded = np.full(tuple(s + 2 for s in values.shape), min(float(values.min()), level) - 1.0, np.float32)
-    padded[1:-1, 1:-1, 1:-1] = values
-    return padded
-
-
-def _pad_cells(cells: np.ndarray | None) -> np.ndarray | None:
-    """Cell mask for the padded volume: the given cells, moved by one, plus the shell of border cells."""
-    if cells is None:
-        return None
-    padded = np.zeros(tuple(s + 2 for s in cells.shape), bool)
-    padded[1:-1, 1:-1, 1:-1] = cells
-    for axis in range(3):
-        index = [slice(None)] * 3
-        for at in (0, cells.shape[axis]):
-            index[axis] = at
-            padded[tuple(index)] = True
-    return padded
-
-
 def _upper_corner_mask(cells: np.ndarray) -> np.ndarray:
-    """scikit-image's ``mask`` names a cell by its upper corner; ``cells`` name it by its lower one."""
-    mask = np.zeros_like(cells)
-    mask[1:, 1:, 1:] = cells[:-1, :-1, :-1]
+    """scikit-image's ``mask`` has the volume's shape and names a cell by its upper corner; ``cells (a-1, b-1,
+    c-1)`` name it by its lower one."""
+    mask = np.zeros(tuple(s + 1 for s in cells.shape), bool)
+    mask[1:, 1:, 1:] = cells
     return mask

@@ -13,7 +13,7 @@ import numpy as np
 import trimesh
 
 from occnet.runtime.errors import InputError, ResourceError
-from occnet.runtime.extract import dense_field
+from occnet.runtime.field import dense_field
 from occnet.runtime.grid import Grid
 from occnet.runtime.inside import contains
 from occnet.runtime.machine import available_bytes

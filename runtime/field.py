@@ -1,0 +1,365 @@
+"""Evaluation of an occupancy network on a grid: the field, where its samples are stored, and the two ways to
+fill it — dense (every sample, the reference) and adaptive (coarse to fine, only where a surface can be).
+
+Indices are grid sample indices ``(i, j, k)`` along (x, y, z), as in :class:`~occnet.runtime.grid.Grid`.
+The volume border counts as outside: one layer of samples around the grid reads ``level - 1`` (the *pad*),
+so a surface cut by the box is closed there. Samples never evaluated read as NaN.
+
+A storage holds the samples and hands them to marching cubes (:mod:`occnet.runtime.surface`) as
+:class:`Block` s: :class:`DenseStorage` is one volume (the reference, memory proportional to the volume);
+:class:`BrickStorage` holds ``BRICK``^3-cell bricks only where the surface can be (memory proportional to the
+surface). Marching cubes reads nothing else, so a change of storage touches this module only.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+
+import numpy as np
+
+from occnet.runtime.errors import InputError, ResourceError
+from occnet.runtime.grid import Grid
+from occnet.runtime.machine import available_bytes
+
+LogitFn = Callable[[np.ndarray], np.ndarray]
+"""``(N, 3) float32`` world points -> ``(N,) float32`` logits."""
+Progress = Callable[[int], None]
+"""Called with the number of points evaluated so far."""
+
+BRICK = 16
+"""Cells per side of a brick (a power of two); a brick stores its ``BRICK + 1``^3 corner samples, so
+neighbouring bricks share the samples of their common face."""
+SAFETY = 1.0
+"""How many times steeper than the typical slope at the surface the field may get near a hidden feature
+(see :func:`adaptive_field`)."""
+SLOPE_QUANTILE = 0.5
+"""Which quantile of the slopes measured across the surface stands for the typical slope."""
+
+
+class Evaluator:
+    """The one batching helper for network calls: ``fn`` on at most ``batch_size`` points at a time, with the
+    count of points evaluated and a progress callback. Working memory is one batch, whatever the total."""
+
+    def __init__(self, fn: LogitFn, grid: Grid, batch_size: int, progress: Progress | None = None) -> None:
+        if batch_size < 1:
+            raise InputError(f"batch size must be >= 1, got {batch_size}")
+        self.fn, self.grid, self.batch_size, self.progress = fn, grid, batch_size, progress
+        self.points_evaluated = 0
+        self.lowest, self.highest = math.inf, -math.inf
+
+    def __call__(self, ijk: np.ndarray) -> np.ndarray:
+        """Logits at grid samples ``ijk (K, 3) int64`` -> ``(K,) float32``."""
+        out = np.empty(len(ijk), np.float32)
+        for start in range(0, len(ijk), self.batch_size):
+            part = ijk[start:start + self.batch_size]
+            values = out[start:start + len(part)] = self.fn(self.grid.to_world(part))
+            self.lowest, self.highest = min(self.lowest, float(values.min())), max(self.highest, float(values.max()))
+            self.points_evaluated += len(part)
+            if self.progress:
+                self.progress(self.points_evaluated)
+        return out
+
+
+@dataclass(frozen=True)
+class Block:
+    """A box of samples for marching cubes: ``values (a, b, c) float32`` whose sample ``[0, 0, 0]`` is grid
+    index ``origin`` (-1 where it starts with the pad). ``complete``: every sample is known and every cell is
+    to be meshed; otherwise only cells with 8 known corners are (NaN: never evaluated)."""
+
+    origin: tuple[int, int, int]
+    values: np.ndarray
+    complete: bool
+
+
+class DenseStorage:
+    """Every sample of the grid in one float32 volume: the reference, memory proportional to the volume."""
+
+    def __init__(self, shape: tuple[int, int, int]) -> None:
+        self.values = np.empty(shape, np.float32)
+
+    @property
+    def nbytes(self) -> int:
+        return self.values.nbytes
+
+    def blocks(self, level: float) -> Iterator[Block]:
+        """One block: the whole volume, padded when a border sample is inside (a cap closes the surface)."""
+        v = self.values
+        border = (v[0], v[-1], v[:, 0], v[:, -1], v[:, :, 0], v[:, :, -1])
+        if any(bool((face > level).any()) for face in border):
+            yield Block((-1, -1, -1), np.pad(v, 1, constant_values=level - 1.0), True)
+        else:
+            yield Block((0, 0, 0), v, True)
+
+
+class BrickStorage:
+    """Bricks of ``(BRICK + 1)^3`` float32 samples over the padded grid (index ``p = i + 1``; the pad is
+    ``p = 0`` and ``p >= n + 1``), allocated where the surface can be. Brick ``b`` holds padded samples
+    ``BRICK * b .. BRICK * b + BRICK`` along each axis; ``table`` (one int32 per brick of the whole grid,
+    1/1024 of the grid's float32 volume) gives its row in ``values``. Pad samples are filled in on allocation."""
+
+    def __init__(self, grid_shape: tuple[int, int, int], level: float, memory_limit: int | None = None) -> None:
+        self.n = np.array(grid_shape, np.int64)
+        self.level = level
+        self.table = np.full(tuple(-(-(self.n + 1) // BRICK)), -1, np.int32)
+        self.values = np.empty((0,) + (BRICK + 1,) * 3, np.float32)
+        self.bricks = np.empty((0, 3), np.int64)
+        self.count = 0
+        self.memory_limit = memory_limit
+        local = np.arange(BRICK + 1)
+        self._pad = [(local[None, :] + BRICK * np.arange(self.table.shape[a])[:, None] == 0)
+                     | (local[None, :] + BRICK * np.arange(self.table.shape[a])[:, None] >= self.n[a] + 1)
+                     for a in range(3)]                  # per axis and brick: which local samples are pad
+
+    @property
+    def nbytes(self) -> int:
+        return self.table.nbytes + self.values.nbytes + self.bricks.nbytes
+
+    def rows(self, bricks: np.ndarray) -> np.ndarray:
+        """Rows of ``bricks (M, 3)``, allocating the missing ones (their samples NaN, their pad filled in)."""
+        rows = self.table[bricks[:, 0], bricks[:, 1], bricks[:, 2]]
+        missing = np.unique(bricks[rows < 0], axis=0)
+        if len(missing):
+            self._allocate(missing)
+            rows = self.table[bricks[:, 0], bricks[:, 1], bricks[:, 2]]
+        return rows.astype(np.int64)
+
+    def _allocate(self, bricks: np.ndarray) -> None:
+        need = self.count + len(bricks)
+        if need > len(self.values):
+            capacity = max(need, 2 * len(self.values), 64)
+            grow = (capacity - len(self.values)) * (BRICK + 1) ** 3 * 4
+            have = available_bytes() if self.memory_limit is None else self.memory_limit - self.nbytes
+            if have is not None and grow > have:
+                raise ResourceError(f"the surface needs more memory than is available ({self.nbytes / 2**30:.1f} "
+                                    "GiB in use); use a lower resolution")
+            values = np.empty((capacity,) + (BRICK + 1,) * 3, np.float32)
+            values[:self.count] = self.values[:self.count]
+            bricks_of = np.empty((capacity, 3), np.int64)
+            bricks_of[:self.count] = self.bricks[:self.count]
+            self.values, self.bricks = values, bricks_of
+        rows = np.arange(self.count, need)
+        self.table[bricks[:, 0], bricks[:, 1], bricks[:, 2]] = rows
+        self.bricks[rows] = bricks
+        block = self.values[rows]
+        block[:] = np.nan
+        pad = (self._pad[0][bricks[:, 0]][:, :, None, None] | self._pad[1][bricks[:, 1]][:, None, :, None]
+               | self._pad[2][bricks[:, 2]][:, None, None, :])
+        block[pad] = self.level - 1.0
+        self.values[rows] = block
+        self.count = need
+
+    def grid_index(self, rows: np.ndarray, local: np.ndarray) -> np.ndarray:
+        """Grid indices ``(M, 3)`` of samples at ``local (M, 3)`` in bricks ``rows (M,)``."""
+        return self.bricks[rows] * BRICK + local - 1
+
+    def blocks(self, level: float) -> Iterator[Block]:
+        """One block per brick; a brick owns all of its cells (neighbours share samples, not cells)."""
+        for row in range(self.count):
+            yield Block(tuple(int(v) for v in self.bricks[row] * BRICK - 1), self.values[row], False)
+
+
+@dataclass
+class Field:
+    """Logits on a grid, in a storage; ``points_evaluated`` counts network evaluations, ``lowest`` and
+    ``highest`` are the extreme values among them."""
+
+    grid: Grid
+    storage: DenseStorage | BrickStorage
+    points_evaluated: int
+    lowest: float
+    highest: float
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes the field's storage holds (its peak: storage only grows)."""
+        return self.storage.nbytes
+
+
+def dense_field(fn: LogitFn, grid: Grid, batch_size: int, progress: Progress | None = None) -> Field:
+    """Evaluate every grid point, ``batch_size`` at a time: memory is the volume plus one batch."""
+    evaluate = Evaluator(fn, grid, batch_size, progress)
+    storage = DenseStorage(grid.shape)
+    flat = storage.values.reshape(-1)
+    for start in range(0, grid.num_points, batch_size):
+        index = np.arange(start, min(start + batch_size, grid.num_points))
+        flat[index] = evaluate(np.stack(np.unravel_index(index, grid.shape), axis=1))
+    return Field(grid, storage, evaluate.points_evaluated, evaluate.lowest, evaluate.highest)
+
+
+def adaptive_field(fn: LogitFn, grid: Grid, level: float, batch_size: int, progress: Progress | None = None,
+                   memory_limit: int | None = None) -> Field:
+    """Coarse-to-fine evaluation of the band where the ``level`` surface can be; gives the dense mesh.
+
+    The corners of all bricks (a lattice every ``BRICK`` samples) are evaluated first. A cell — a brick,
+    then its halves, quarters, ... down to grid cells — is split (its children's corners evaluated) when its
+    corners change sign (the pad included, so caps on the box border count), or when the network's own values
+    say the surface could pass through it: a corner's ``|logit - level|`` is within ``SAFETY * slope * cell
+    diagonal / 2``, where ``slope`` is the typical logit change per unit length across the surface (the
+    ``SLOPE_QUANTILE`` of the slopes measured on sign-changing edges of the level above). Every point of a
+    cell lies within half its diagonal of a corner, so the surface is missed only where the field is more
+    than ``SAFETY`` times steeper than typical: thin walls, rods and small parts between coarse samples are
+    found because logits shrink towards any surface. Finally the surface is followed: every grid cell with a
+    sign change among its known corners gets its other corners evaluated, across brick faces too, until
+    nothing new appears, so each connected piece of the surface, once touched, is found whole.
+
+    Nothing the size of the grid is allocated: ``memory_limit`` (default: what the machine has free) bounds
+    the bricks, or :class:`ResourceError` is raised.
+    """
+    evaluate = Evaluator(fn, grid, batch_size, progress)
+    storage = BrickStorage(grid.shape, level, memory_limit)
+    n = storage.n
+    spacing = grid.spacing
+    # the lattice of brick corners, in padded indices; pad samples are not evaluated
+    lattice_shape = tuple(s + 1 for s in storage.table.shape)
+    padded = np.stack(np.meshgrid(*(BRICK * np.arange(m) for m in lattice_shape), indexing="ij"), axis=-1)
+    lattice = np.full(lattice_shape, level - 1.0, np.float32)
+    real = np.all((padded >= 1) & (padded <= n), axis=-1)
+    lattice[real] = evaluate(padded[real] - 1)
+    corners = _cell_corners(lattice[None])[:, 0]                      # (8, *bricks)
+    slope = _typical_slope(lattice[None], BRICK * spacing, level, np.inf)
+    keep = _may_hold_surface(corners, level, _reach(slope, BRICK, spacing))
+    rows = storage.rows(np.argwhere(keep))
+    storage.values[rows, ::BRICK, ::BRICK, ::BRICK] = _brick_corners(lattice, storage.bricks[rows])
+    step = BRICK
+    while step > 1:
+        coarse = storage.values[:storage.count, ::step, ::step, ::step]
+        slope = _typical_slope(coarse, step * spacing, level, slope)
+        split = _may_hold_surface(_cell_corners(coarse), level, _reach(slope, step, spacing))
+        step //= 2
+        _evaluate_children(storage, evaluate, split, step)
+    _follow_surface(storage, evaluate)
+    return Field(grid, storage, evaluate.points_evaluated, evaluate.lowest, evaluate.highest)
+
+
+def _reach(slope: float, step: int, spacing: float) -> float:
+    """How far (in logits) from ``level`` a corner of a ``step``-sided cell may be with the surface inside."""
+    return SAFETY * slope * step * spacing * math.sqrt(3) / 2
+
+
+def _cell_corners(v: np.ndarray) -> np.ndarray:
+    """Corner values of the cells of lattices ``v (K, a, b, c)``: ``(8, K, a-1, b-1, c-1)`` views stacked,
+    corner ``4 * dx + 2 * dy + dz``."""
+    a, b, c = (s - 1 for s in v.shape[1:])
+    return np.stack([v[:, dx:dx + a, dy:dy + b, dz:dz + c] for dx in (0, 1) for dy in (0, 1) for dz in (0, 1)])
+
+
+def _may_hold_surface(corners: np.ndarray, level: float, reach: float) -> np.ndarray:
+    """Cells (corner values ``(8, ...)``, all known) that change sign or have a corner within ``reach`` of
+    ``level``; a cell with an unknown corner (its parent was not split) is not split either."""
+    inside = corners > level
+    change = inside.any(axis=0) & ~inside.all(axis=0)
+    with np.errstate(invalid="ignore"):
+        near = np.abs(corners - level).min(axis=0) <= reach          # NaN compares False
+    return (change | near) & ~np.isnan(corners).any(axis=0)
+
+
+def _typical_slope(v: np.ndarray, length: float, level: float, fallback: float) -> float:
+    """``SLOPE_QUANTILE`` of |difference| / ``length`` over the lattice edges of ``v (K, a, b, c)`` whose ends
+    lie on both sides of ``level``; where none does, the steepest edge, or ``fallback`` where that is 0."""
+    crossing, steepest = [], 0.0
+    for axis in range(1, 4):
+        lo = np.take(v, np.arange(v.shape[axis] - 1), axis=axis)
+        hi = np.take(v, np.arange(1, v.shape[axis]), axis=axis)
+        diff = np.abs(hi - lo)
+        known = ~np.isnan(diff)
+        crossing.append(diff[known & ((lo > level) != (hi > level))])
+        if known.any():
+            steepest = max(steepest, float(diff[known].max()))
+    crossing = np.concatenate(crossing)
+    if len(crossing):
+        return float(np.quantile(crossing, SLOPE_QUANTILE)) / length
+    return steepest / length if steepest > 0 else fallback
+
+
+def _brick_corners(lattice: np.ndarray, bricks: np.ndarray) -> np.ndarray:
+    """The lattice values at the 8 corners of each brick: ``(M, 2, 2, 2)``."""
+    out = np.empty((len(bricks), 2, 2, 2), np.float32)
+    for dx in (0, 1):
+        for dy in (0, 1):
+            for dz in (0, 1):
+                out[:, dx, dy, dz] = lattice[bricks[:, 0] + dx, bricks[:, 1] + dy, bricks[:, 2] + dz]
+    return out
+
+
+def _evaluate_children(storage: BrickStorage, evaluate: Evaluator, split: np.ndarray, step: int) -> None:
+    """Evaluate the unknown samples of the children (side ``step``) of the cells ``split (K, m, m, m)`` marks."""
+    count, m = storage.count, split.shape[1]
+    need = np.zeros((count,) + (2 * m + 1,) * 3, bool)
+    for dx in range(3):                                    # the 27 samples of the 8 children of each cell
+        for dy in range(3):
+            for dz in range(3):
+                need[:, dx:dx + 2 * m:2, dy:dy + 2 * m:2, dz:dz + 2 * m:2] |= split
+    values = storage.values[:count, ::step, ::step, ::step]
+    _evaluate_where(storage, evaluate, np.arange(count), need & np.isnan(values), step)
+
+
+def _evaluate_where(storage: BrickStorage, evaluate: Evaluator, rows: np.ndarray, mask: np.ndarray,
+                    step: int) -> None:
+    """Evaluate the samples ``mask (K, a, b, c)`` marks on the step-``step`` lattice of bricks ``rows (K,)``."""
+    which, *local = np.nonzero(mask)
+    if len(which) == 0:
+        return
+    rows = rows[which]
+    local = np.stack(local, axis=1) * step
+    storage.values[rows, local[:, 0], local[:, 1], local[:, 2]] = evaluate(storage.grid_index(rows, local))
+
+
+def _follow_surface(storage: BrickStorage, evaluate: Evaluator) -> None:
+    """Evaluate the unknown corners of every grid cell whose known corners change sign, in every brick, then
+    carry known samples of brick faces crossed by the surface into the neighbouring bricks, until nothing
+    new appears."""
+    level = storage.level
+    work = np.arange(storage.count)
+    while len(work):
+        while len(work):
+            v = storage.values[work]
+            known = ~np.isnan(v)
+            inside = v > level
+            corners_in, corners_out = _cell_corners(inside & known), _cell_corners(~inside & known)
+            grow = corners_in.any(axis=0) & corners_out.any(axis=0) & ~_cell_corners(known).all(axis=0)
+            need = np.zeros_like(known)
+            for dx in (0, 1):
+                for dy in (0, 1):
+                    for dz in (0, 1):
+                        need[:, dx:dx + BRICK, dy:dy + BRICK, dz:dz + BRICK] |= grow
+            need &= ~known
+            changed = need.any(axis=(1, 2, 3))
+            _evaluate_where(storage, evaluate, work[changed], need[changed], 1)
+            work = work[changed]
+        work = _cross_faces(storage)
+
+
+def _cross_faces(storage: BrickStorage) -> np.ndarray:
+    """Copy the known samples of every brick face that the surface crosses (two neighbouring known samples on
+    both sides of ``level``) into the neighbouring brick, allocating it; returns the rows that gained samples."""
+    level = storage.level
+    gained = []
+    for axis in range(3):
+        for side, other in ((BRICK, 0), (0, BRICK)):
+            face = np.take(storage.values[:storage.count], side, axis=axis + 1)       # (K, 17, 17)
+            known = ~np.isnan(face)
+            inside = face > level
+            crossed = ((inside[:, 1:] != inside[:, :-1]) & known[:, 1:] & known[:, :-1]).any(axis=(1, 2)) \
+                | ((inside[:, :, 1:] != inside[:, :, :-1]) & known[:, :, 1:] & known[:, :, :-1]).any(axis=(1, 2))
+            rows = np.flatnonzero(crossed)
+            step = np.zeros(3, np.int64)
+            step[axis] = 1 if side == BRICK else -1
+            target = storage.bricks[rows] + step
+            ok = np.all((target >= 0) & (target < np.array(storage.table.shape)), axis=1)
+            rows, target = rows[ok], target[ok]
+            if not len(rows):
+                continue
+            faces = np.take(storage.values[rows], side, axis=axis + 1)
+            neighbours = storage.rows(target)
+            theirs = np.take(storage.values[neighbours], other, axis=axis + 1)
+            fill = np.isnan(theirs) & ~np.isnan(faces)
+            if not fill.any():
+                continue
+            theirs[fill] = faces[fill]
+            index = [neighbours, slice(None), slice(None), slice(None)]
+            index[axis + 1] = other
+            storage.values[tuple(index)] = theirs
+            gained.append(neighbours[fill.any(axis=(1, 2))])
+    return np.unique(np.concatenate(gained)) if gained else np.zeros(0, np.int64)
