@@ -2,8 +2,8 @@
 fill it — dense (every sample, the reference) and adaptive (coarse to fine, only where a surface can be).
 
 Indices are grid sample indices ``(i, j, k)`` along (x, y, z), as in :class:`~occnet.runtime.grid.Grid`.
-The volume border counts as outside: one layer of samples around the grid reads ``level - 1`` (the *pad*),
-so a surface cut by the box is closed there. Samples never evaluated read as NaN.
+The volume border counts as outside: one layer of samples around the grid reads ``level - PAD_DEPTH`` (the
+*pad*), so a surface cut by the box is closed there. Samples never evaluated read as NaN.
 
 A storage holds the samples and hands them to marching cubes (:mod:`occnet.runtime.surface`) as
 :class:`Block` s: :class:`DenseStorage` is one volume (the reference, memory proportional to the volume);
@@ -31,10 +31,13 @@ Progress = Callable[[int], None]
 BRICK = 16
 """Cells per side of a brick (a power of two); a brick stores its ``BRICK + 1``^3 corner samples, so
 neighbouring bricks share the samples of their common face."""
-SAFETY = 1.0
+SAFETY = 1.5
 """How many times steeper than the typical slope at the surface the field may get near a hidden feature
 (see :func:`adaptive_field`)."""
 SLOPE_QUANTILE = 0.5
+PAD_DEPTH = 1e6
+"""How far below ``level`` the pad lies: far enough that no cell counts as near the surface for touching it
+(a cap's vertices, between the pad and the last sample, are moved onto the box face anyway)."""
 """Which quantile of the slopes measured across the surface stands for the typical slope."""
 
 
@@ -88,7 +91,7 @@ class DenseStorage:
         v = self.values
         border = (v[0], v[-1], v[:, 0], v[:, -1], v[:, :, 0], v[:, :, -1])
         if any(bool((face > level).any()) for face in border):
-            yield Block((-1, -1, -1), np.pad(v, 1, constant_values=level - 1.0), True)
+            yield Block((-1, -1, -1), np.pad(v, 1, constant_values=level - PAD_DEPTH), True)
         else:
             yield Block((0, 0, 0), v, True)
 
@@ -146,7 +149,7 @@ class BrickStorage:
         block[:] = np.nan
         pad = (self._pad[0][bricks[:, 0]][:, :, None, None] | self._pad[1][bricks[:, 1]][:, None, :, None]
                | self._pad[2][bricks[:, 2]][:, None, None, :])
-        block[pad] = self.level - 1.0
+        block[pad] = self.level - PAD_DEPTH
         self.values[rows] = block
         self.count = need
 
@@ -214,63 +217,85 @@ def adaptive_field(fn: LogitFn, grid: Grid, level: float, batch_size: int, progr
     # the lattice of brick corners, in padded indices; pad samples are not evaluated
     lattice_shape = tuple(s + 1 for s in storage.table.shape)
     padded = np.stack(np.meshgrid(*(BRICK * np.arange(m) for m in lattice_shape), indexing="ij"), axis=-1)
-    lattice = np.full(lattice_shape, level - 1.0, np.float32)
+    lattice = np.full(lattice_shape, level - PAD_DEPTH, np.float32)
     real = np.all((padded >= 1) & (padded <= n), axis=-1)
     lattice[real] = evaluate(padded[real] - 1)
-    corners = _cell_corners(lattice[None])[:, 0]                      # (8, *bricks)
-    slope = _typical_slope(lattice[None], BRICK * spacing, level, np.inf)
-    keep = _may_hold_surface(corners, level, _reach(slope, BRICK, spacing))
+    corners = [c[0] for c in _cell_corners(lattice[None])]            # 8 x (bricks)
+    slopes = _typical_slopes(lattice[None], BRICK * spacing, level)
+    keep = _may_hold_surface(corners, level, _reach(slopes, BRICK, spacing))
     rows = storage.rows(np.argwhere(keep))
     storage.values[rows, ::BRICK, ::BRICK, ::BRICK] = _brick_corners(lattice, storage.bricks[rows])
     step = BRICK
     while step > 1:
         coarse = storage.values[:storage.count, ::step, ::step, ::step]
-        slope = _typical_slope(coarse, step * spacing, level, slope)
-        split = _may_hold_surface(_cell_corners(coarse), level, _reach(slope, step, spacing))
+        slopes = _typical_slopes(coarse, step * spacing, level)
+        split = _may_hold_surface(_cell_corners(coarse), level, _reach(slopes, step, spacing))
         step //= 2
         _evaluate_children(storage, evaluate, split, step)
     _follow_surface(storage, evaluate)
     return Field(grid, storage, evaluate.points_evaluated, evaluate.lowest, evaluate.highest)
 
 
-def _reach(slope: float, step: int, spacing: float) -> float:
-    """How far (in logits) from ``level`` a corner of a ``step``-sided cell may be with the surface inside."""
-    return SAFETY * slope * step * spacing * math.sqrt(3) / 2
+def _reach(slopes: tuple[float, float], step: int, spacing: float) -> tuple[float, float]:
+    """How far (in logits) from ``level`` an inside and an outside corner of a ``step``-sided cell may be with
+    the surface passing through the cell."""
+    half_diagonal = step * spacing * math.sqrt(3) / 2
+    return SAFETY * slopes[0] * half_diagonal, SAFETY * slopes[1] * half_diagonal
 
 
-def _cell_corners(v: np.ndarray) -> np.ndarray:
-    """Corner values of the cells of lattices ``v (K, a, b, c)``: ``(8, K, a-1, b-1, c-1)`` views stacked,
-    corner ``4 * dx + 2 * dy + dz``."""
+def _cell_corners(v: np.ndarray) -> list[np.ndarray]:
+    """Corner values of the cells of lattices ``v (K, a, b, c)``: 8 views ``(K, a-1, b-1, c-1)``, corner
+    ``4 * dx + 2 * dy + dz`` (no copy: the callers reduce over them one at a time)."""
     a, b, c = (s - 1 for s in v.shape[1:])
-    return np.stack([v[:, dx:dx + a, dy:dy + b, dz:dz + c] for dx in (0, 1) for dy in (0, 1) for dz in (0, 1)])
+    return [v[:, dx:dx + a, dy:dy + b, dz:dz + c] for dx in (0, 1) for dy in (0, 1) for dz in (0, 1)]
 
 
-def _may_hold_surface(corners: np.ndarray, level: float, reach: float) -> np.ndarray:
-    """Cells (corner values ``(8, ...)``, all known) that change sign or have a corner within ``reach`` of
-    ``level``; a cell with an unknown corner (its parent was not split) is not split either."""
-    inside = corners > level
-    change = inside.any(axis=0) & ~inside.all(axis=0)
-    with np.errstate(invalid="ignore"):
-        near = np.abs(corners - level).min(axis=0) <= reach          # NaN compares False
-    return (change | near) & ~np.isnan(corners).any(axis=0)
+def _any(views: list[np.ndarray]) -> np.ndarray:
+    out = views[0].copy()
+    for view in views[1:]:
+        out |= view
+    return out
 
 
-def _typical_slope(v: np.ndarray, length: float, level: float, fallback: float) -> float:
-    """``SLOPE_QUANTILE`` of |difference| / ``length`` over the lattice edges of ``v (K, a, b, c)`` whose ends
-    lie on both sides of ``level``; where none does, the steepest edge, or ``fallback`` where that is 0."""
-    crossing, steepest = [], 0.0
+def _all(views: list[np.ndarray]) -> np.ndarray:
+    out = views[0].copy()
+    for view in views[1:]:
+        out &= view
+    return out
+
+
+def _may_hold_surface(corners: np.ndarray, level: float, reach: tuple[float, float]) -> np.ndarray:
+    """Cells (corner values ``(8, ...)``, all known) that change sign or have an inside corner within
+    ``reach[0]`` or an outside one within ``reach[1]`` of ``level``; a cell with an unknown corner (its parent
+    was not split) is not split either."""
+    inside = [c > level for c in corners]
+    change = _any(inside) & ~_all(inside)
+    with np.errstate(invalid="ignore"):                                 # NaN compares False
+        near = _any([(c > level - reach[1]) & (c < level + reach[0]) for c in corners])
+        known = _all([c == c for c in corners])
+    return (change | near) & known
+
+
+def _typical_slopes(v: np.ndarray, length: float, level: float) -> tuple[float, float]:
+    """The typical logit change per unit length just inside and just outside the surface: the
+    ``SLOPE_QUANTILE`` of |difference| / ``length`` over lattice edges of ``v (K, a, b, c)`` that end at a sample
+    next to the surface (its other neighbour on that line lies across ``level``) and stay on its side. A side
+    with no such edge takes the other's; where the lattice shows no surface at all, the network has said
+    nothing yet and every cell is split (infinite slope)."""
+    found: tuple[list, list] = ([], [])
     for axis in range(1, 4):
-        lo = np.take(v, np.arange(v.shape[axis] - 1), axis=axis)
-        hi = np.take(v, np.arange(1, v.shape[axis]), axis=axis)
-        diff = np.abs(hi - lo)
-        known = ~np.isnan(diff)
-        crossing.append(diff[known & ((lo > level) != (hi > level))])
-        if known.any():
-            steepest = max(steepest, float(diff[known].max()))
-    crossing = np.concatenate(crossing)
-    if len(crossing):
-        return float(np.quantile(crossing, SLOPE_QUANTILE)) / length
-    return steepest / length if steepest > 0 else fallback
+        a, b, c = (np.take(v, np.arange(k, v.shape[axis] - 2 + k), axis=axis) for k in range(3))
+        ia, ib, ic = a > level, b > level, c > level
+        for far, side_far, other, side_other in ((a, ia, c, ic), (c, ic, a, ia)):
+            edge = np.abs(far - b)
+            known = (edge < PAD_DEPTH / 2) & (np.abs(other - level) < PAD_DEPTH / 2)   # NaN compares False
+            for side, wanted in ((0, True), (1, False)):
+                found[side].append(edge[known & (ib == wanted) & (side_far == wanted) & (side_other != wanted)])
+    slopes = [float(np.quantile(e, SLOPE_QUANTILE)) / length if len(e) else None
+              for e in (np.concatenate(found[0]), np.concatenate(found[1]))]
+    inside, outside = slopes
+    return (inside if inside is not None else outside if outside is not None else math.inf,
+            outside if outside is not None else inside if inside is not None else math.inf)
 
 
 def _brick_corners(lattice: np.ndarray, bricks: np.ndarray) -> np.ndarray:
@@ -317,8 +342,8 @@ def _follow_surface(storage: BrickStorage, evaluate: Evaluator) -> None:
             v = storage.values[work]
             known = ~np.isnan(v)
             inside = v > level
-            corners_in, corners_out = _cell_corners(inside & known), _cell_corners(~inside & known)
-            grow = corners_in.any(axis=0) & corners_out.any(axis=0) & ~_cell_corners(known).all(axis=0)
+            grow = (_any(_cell_corners(inside)) & _any(_cell_corners(~inside & known))
+                    & ~_all(_cell_corners(known)))
             need = np.zeros_like(known)
             for dx in (0, 1):
                 for dy in (0, 1):

@@ -15,10 +15,14 @@ from occnet.runtime.session import OccupancyModel
 from occnet.runtime.settings import MeshSettings, probability_to_logit
 from occnet.runtime.surface import extract_mesh, filter_components
 
-# Peak bytes per grid point, measured (benchmarks/bench_mesh.py reports peak RSS): the float32 volume,
-# the border-padded copy marching cubes may need and, for adaptive, the band's masks and the coarser level.
-BYTES_PER_POINT = {"dense": 9.0, "adaptive": 12.0}
 BASE_BYTES = 300 * 2**20
+"""Libraries and onnxruntime's session, before any field (peak RSS of a tiny extraction)."""
+DENSE_BYTES_PER_POINT = 9.0
+"""Dense: the float32 volume and the border-padded copy marching cubes may need (measured peak RSS)."""
+ADAPTIVE_BYTES_PER_AREA = 1000.0
+"""Adaptive: bytes per squared sample of the longest side, for the bricks along the surface, their
+working copies and the mesh: about 4x the demo's measured peak at 512^3 (523 MB RSS), so that busier
+surfaces still fit; the bricks' allocator stops the run with a ResourceError where they would not."""
 
 
 @dataclass(frozen=True)
@@ -43,8 +47,11 @@ class MeshStats:
 
 
 def required_bytes(grid: Grid, method: str) -> int:
-    """Estimated peak memory of extracting on ``grid`` with ``method``."""
-    return int(BASE_BYTES + BYTES_PER_POINT[method] * grid.num_points)
+    """Estimated peak memory of extracting on ``grid`` with ``method``: the volume for dense; for adaptive the
+    brick table (1/1024 of the volume's float32 size) and the surface's bricks."""
+    if method == "dense":
+        return int(BASE_BYTES + DENSE_BYTES_PER_POINT * grid.num_points)
+    return int(BASE_BYTES + grid.num_points / 1024 * 4 + ADAPTIVE_BYTES_PER_AREA * max(grid.shape) ** 2)
 
 
 def plan_grid(bounds_min, bounds_max, settings: MeshSettings) -> Grid:

@@ -12,7 +12,7 @@ import trimesh
 from skimage import measure
 
 from occnet.runtime.errors import EmptySurfaceError, InputError
-from occnet.runtime.field import BRICK, Block, Field
+from occnet.runtime.field import PAD_DEPTH, Block, Field
 
 
 def extract_mesh(field: Field, level: float) -> trimesh.Trimesh:
@@ -31,11 +31,18 @@ def extract_mesh(field: Field, level: float) -> trimesh.Trimesh:
     starts = np.cumsum([0] + [len(v) for v, _ in pieces])
     verts = np.concatenate([v for v, _ in pieces])
     faces = np.concatenate([f + start for (_, f), start in zip(pieces, starts)])
-    if len(pieces) > 1:
-        verts, faces = _merge_seams(verts, faces)
     # Caps closing a surface cut by the box lie between the last sample and the pad: put them on the box.
+    # Vertices that then share one point in float32 grid coordinates (the copies two bricks made of a seam
+    # vertex, cap vertices on the box face, vertices of a sample exactly at the level) are one vertex, as
+    # scikit-image makes them on the whole volume; faces that collapse are dropped.
     n = np.array(field.grid.shape)
-    return trimesh.Trimesh(field.grid.to_world(np.clip(verts, 0, n - 1)), faces, process=False)
+    verts = np.clip(verts, 0, n - 1).astype(np.float32)
+    unique, inverse = np.unique(verts, axis=0, return_inverse=True)
+    faces = inverse.reshape(-1)[faces]
+    faces = faces[(faces[:, 0] != faces[:, 1]) & (faces[:, 1] != faces[:, 2]) & (faces[:, 0] != faces[:, 2])]
+    used, faces = np.unique(faces, return_inverse=True)
+    verts = unique[used]
+    return trimesh.Trimesh(field.grid.to_world(verts), faces.reshape(-1, 3), process=False)
 
 
 def _march(block: Block, level: float) -> tuple[np.ndarray, np.ndarray] | None:
@@ -48,25 +55,13 @@ def _march(block: Block, level: float) -> tuple[np.ndarray, np.ndarray] | None:
         cells = _all_corners(known) & _any_corner(inside) & ~_all_corners(inside)
         if not cells.any():
             return None
-        values = np.where(known, values, np.float32(level - 1.0))
+        values = np.where(known, values, np.float32(level - PAD_DEPTH))
         mask = _upper_corner_mask(cells)
     verts, faces, _, _ = measure.marching_cubes(values, level, mask=mask, allow_degenerate=False,
                                                 gradient_direction="ascent")
     if len(faces) == 0:
         return None
     return verts.astype(np.float64) + np.array(block.origin), faces.astype(np.int64)
-
-
-def _merge_seams(verts: np.ndarray, faces: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Join the pieces: a vertex on a face two bricks share (bricks start at grid index ``BRICK * b - 1``) was
-    computed by both, from the same two samples, to the same bits; merge the copies and drop the vertices no
-    longer used. Distinct vertices, however close, stay distinct, as in the whole-volume mesh."""
-    seam = np.flatnonzero(np.any((verts + 1) % BRICK == 0, axis=1))
-    _, first, inverse = np.unique(verts[seam], axis=0, return_index=True, return_inverse=True)
-    target = np.arange(len(verts))
-    target[seam] = seam[first[inverse.reshape(-1)]]
-    used, faces = np.unique(target[faces], return_inverse=True)
-    return verts[used], faces.reshape(-1, 3)
 
 
 def _all_corners(flags: np.ndarray) -> np.ndarray:

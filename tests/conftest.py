@@ -70,3 +70,18 @@ def trained_onnx(trained_run: Path, tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("onnx") / "model.onnx"
     export_checkpoint(trained_run / "best.pt", out, verify_points=10_000)
     return out
+
+
+def mesh_difference(a, b, atol=1e-5):
+    """(faces of ``a`` not in ``b``, faces of ``b`` not in ``a``), matching vertices within ``atol`` and faces up
+    to the rotation of their vertex order: (0, 0) for the same mesh, however its arrays are ordered."""
+    from scipy.spatial import cKDTree
+
+    def canonical(faces):
+        first = np.argmin(faces, axis=1)
+        return {tuple(row) for row in np.stack([faces[np.arange(len(faces)), (first + k) % 3] for k in range(3)], 1)}
+
+    distance, index = cKDTree(b.vertices).query(a.vertices)
+    index = np.where(distance < atol, index, -1 - np.arange(len(index)))
+    fa, fb = canonical(index[np.asarray(a.faces)]), canonical(np.asarray(b.faces))
+    return len(fa - fb), len(fb - fa)

@@ -1,22 +1,30 @@
+"""Grid evaluation: the adaptive method gives the dense mesh, thin and hidden features included, in memory
+that follows the surface; dense is bounded per batch."""
+
 import tracemalloc
 
 import numpy as np
 import pytest
-from conftest import sphere_logits
+from conftest import mesh_difference, sphere_logits
 
-from occnet.runtime.errors import InputError
-from occnet.runtime.extract import adaptive_field, dense_field
+from occnet.runtime.errors import InputError, ResourceError
+from occnet.runtime.field import BRICK, adaptive_field, dense_field
 from occnet.runtime.grid import Grid
-from occnet.runtime.mesher import MeshSettings, mesh_field
+from occnet.runtime.mesher import mesh_field
+from occnet.runtime.settings import MeshSettings
 from occnet.train.shapes import DEMO_BOUNDS, demo_sdf
 
 BOX = ((-1, -1, -1), (1, 1, 1))
+H = 2 / 128                                   # spacing at resolution 129 in BOX
+
+
+def lattice(i):
+    """World coordinate of grid index ``i`` at resolution 129 in BOX."""
+    return -1 + i * H
 
 
 def two_spheres(points):
-    a = sphere_logits((-0.4, 0.1, 0.0), 0.35)(points)
-    b = sphere_logits((0.45, -0.2, 0.3), 0.25)(points)
-    return np.maximum(a, b)
+    return np.maximum(sphere_logits((-0.4, 0.1, 0.0), 0.35)(points), sphere_logits((0.45, -0.2, 0.3), 0.25)(points))
 
 
 def demo(points):
@@ -28,47 +36,76 @@ def torus(points):
     return ((0.18 - np.hypot(q, points[:, 2] - 0.05)) * 40).astype(np.float32)
 
 
+# Features the brick lattice (every 16 samples, at indices 15, 31, ...) never sees: the mesh must still be whole.
+MID = lattice(23)                             # halfway between two lattice planes
+
+
+def thin_plate(points):                       # 1.2 voxels thick, parallel to a lattice plane, between two
+    return ((0.6 * H - np.abs(points[:, 2] - MID)) * 100).astype(np.float32)
+
+
+def thin_rod(points):                         # radius 0.7 voxel, slanted, through no lattice point
+    axis = np.array([1.0, 0.37, 0.21]) / np.linalg.norm([1.0, 0.37, 0.21])
+    rel = points - np.array([0.013, MID, -0.3])
+    return ((0.7 * H - np.linalg.norm(rel - np.outer(rel @ axis, axis), axis=1)) * 100).astype(np.float32)
+
+
+def thin_tube(points):                        # a cylinder wall one voxel thick
+    r = np.hypot(points[:, 0] - 0.02, points[:, 1] + 0.03)
+    return ((0.5 * H - np.abs(r - 0.63)) * 100).astype(np.float32)
+
+
+def hidden_speck(points):                     # the only surface: a sphere of 3 voxels in the middle of a brick
+    return sphere_logits((MID, MID, MID), 3 * H, 100)(points)
+
+
+def big_and_small(points):                    # a large part and a small separate one between lattice points
+    return np.maximum(sphere_logits((0.3, 0.2, 0.1), 0.4, 100)(points), hidden_speck(points))
+
+
 SHAPES = [(sphere_logits((0.1, -0.2, 0.05), 0.6), BOX), (two_spheres, BOX), (torus, BOX), (demo, DEMO_BOUNDS),
           (sphere_logits((0.3, 0.1, 0.0), 0.3), ((-1, -0.5, -0.6), (1.2, 0.8, 0.6)))]
+HIDDEN = {thin_plate: thin_plate, thin_rod: thin_rod, thin_tube: thin_tube, hidden_speck: hidden_speck,
+          big_and_small: hidden_speck}
+"""Each shape, and the part of it that no sample of the brick lattice lies in."""
 
 
 @pytest.mark.parametrize("fn,box", SHAPES)
 @pytest.mark.parametrize("resolution", [40, 97])
 def test_adaptive_mesh_equals_dense_mesh(fn, box, resolution):
     dense, dense_stats = mesh_field(fn, *box, MeshSettings(resolution=resolution, method="dense"))
-    adaptive, stats = mesh_field(fn, *box, MeshSettings(resolution=resolution, method="adaptive",
-                                                        coarse_resolution=9))
-    assert np.array_equal(adaptive.faces, dense.faces)
-    np.testing.assert_allclose(adaptive.vertices, dense.vertices, atol=1e-6)
+    adaptive, stats = mesh_field(fn, *box, MeshSettings(resolution=resolution, method="adaptive"))
+    assert mesh_difference(adaptive, dense) == (0, 0)
+    assert len(adaptive.faces) == len(dense.faces) and len(adaptive.vertices) == len(dense.vertices)
     assert stats.points_evaluated < dense_stats.points_evaluated
     assert adaptive.is_watertight
 
 
-def test_adaptive_evaluates_a_small_fraction_at_high_resolution():
+@pytest.mark.parametrize("fn", list(HIDDEN))
+def test_features_between_the_coarse_samples_are_never_dropped(fn):
+    grid = Grid.from_bounds(*BOX, 129)
+    corners = np.stack(np.meshgrid(*[np.arange(BRICK - 1, 129, BRICK)] * 3, indexing="ij"), -1).reshape(-1, 3)
+    assert (HIDDEN[fn](grid.to_world(corners)) < 0).all()         # the lattice sees nothing of the feature
+    dense, dense_stats = mesh_field(fn, *BOX, MeshSettings(resolution=129, method="dense"))
+    adaptive, stats = mesh_field(fn, *BOX, MeshSettings(resolution=129))
+    assert len(dense.faces) > 100
+    assert mesh_difference(adaptive, dense) == (0, 0)
+    assert adaptive.is_watertight
+    assert stats.points_evaluated < 0.5 * dense_stats.points_evaluated
+
+
+def test_adaptive_evaluates_a_small_fraction_and_stores_no_grid_sized_array():
     grid = Grid.from_bounds(*BOX, 256)
     field = adaptive_field(sphere_logits((0, 0, 0), 0.5), grid, 0.0, 1 << 16)
-    assert field.points_evaluated < 0.05 * grid.num_points
+    assert field.points_evaluated < 0.1 * grid.num_points
+    assert field.nbytes < 0.25 * grid.num_points * 4              # far below one float32 volume
+    assert field.storage.table.size * BRICK**3 >= grid.num_points  # the table alone is grid / 4096 entries
 
 
-def test_thin_feature_limit_and_the_option_that_lifts_it():
-    """A plate thinner than a coarse cell is missed by a coarse lattice and found by a finer one."""
-    def plate(points):  # 0.04 thick: between the samples of a 5-sample lattice, wider than a 65-sample cell
-        return ((0.02 - np.abs(points[:, 2] - 0.23)) * 100).astype(np.float32)
-
-    grid = Grid.from_bounds(*BOX, 129)
-    coarse = adaptive_field(plate, grid, 0.0, 1 << 16, coarse_resolution=5)
-    assert not (coarse.values > 0).any()
-    fine = adaptive_field(plate, grid, 0.0, 1 << 16, coarse_resolution=65)
-    dense = dense_field(plate, grid, 1 << 16)
-    assert np.array_equal(fine.values > 0, dense.values > 0)
-
-
-def test_unevaluated_points_take_the_coarse_sign():
-    fn = two_spheres
-    grid = Grid.from_bounds(*BOX, 65)
-    adaptive = adaptive_field(fn, grid, 0.0, 4096, coarse_resolution=9)
-    dense = dense_field(fn, grid, 4096)
-    assert np.array_equal(adaptive.values > 0, dense.values > 0)
+def test_the_bricks_stop_at_the_memory_limit():
+    grid = Grid.from_bounds(*BOX, 128)
+    with pytest.raises(ResourceError, match="more memory"):
+        adaptive_field(sphere_logits((0, 0, 0), 0.5), grid, 0.0, 1 << 16, memory_limit=1 << 20)
 
 
 def test_dense_batches_do_not_grow_memory():
@@ -86,15 +123,17 @@ def test_dense_batches_do_not_grow_memory():
     assert peaks[1] < volume + 200 * (1 << 13) * 8 * 8
 
 
-def test_dense_result_does_not_depend_on_batch_size():
+def test_results_do_not_depend_on_batch_size():
     grid = Grid.from_bounds(*BOX, 33)
     fn = sphere_logits((0.1, 0, 0), 0.5)
     a, b = dense_field(fn, grid, 7), dense_field(fn, grid, 100_000)
-    assert np.array_equal(a.values, b.values)
+    assert np.array_equal(a.storage.values, b.storage.values)
+    c, d = adaptive_field(fn, grid, 0.0, 7), adaptive_field(fn, grid, 0.0, 100_000)
+    assert np.array_equal(c.storage.values[:c.storage.count], d.storage.values[:d.storage.count], equal_nan=True)
 
 
-@pytest.mark.parametrize("kwargs", [{"batch_size": 0}, {"coarse_resolution": 1}, {"guard": -1}])
-def test_bad_adaptive_options(kwargs):
-    args = {"batch_size": 64, "coarse_resolution": 9, "guard": 1, **kwargs}
-    with pytest.raises(InputError):
-        adaptive_field(two_spheres, Grid.from_bounds(*BOX, 16), 0.0, **args)
+def test_bad_batch_size():
+    for make in (lambda: dense_field(two_spheres, Grid.from_bounds(*BOX, 16), 0),
+                 lambda: adaptive_field(two_spheres, Grid.from_bounds(*BOX, 16), 0.0, 0)):
+        with pytest.raises(InputError, match="batch size"):
+            make()
