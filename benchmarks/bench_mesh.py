@@ -1,13 +1,15 @@
-"""Meshing speed and peak memory, side by side in one run, on the demo model (models/demo.onnx, demo.pt).
+"""Meshing speed and peak memory, side by side in one run, on models/demo.onnx (demo.pt for the seed's way)
+and models/tube.onnx (a thin-walled tube).
 
 Cases, each in its own process so that peak memory (max RSS) is its own:
   seed      the seed's way: the whole make_grid (indexing='xy') through the PyTorch model at once, then
-            marching cubes on the full volume (needs torch)
-  dense     occnet dense onnxruntime extraction at a given --batch-size
-  adaptive  occnet's default: coarse-to-fine narrow band
+            marching cubes on the full volume (needs torch; demo only)
+  dense     occnet dense onnxruntime extraction at a given --batch-size: the reference mesh
+  adaptive  occnet's default: coarse-to-fine, split where the logits allow a surface, bricks along the band
 All timings include grid construction, inference and marching cubes, not model loading or file writing.
+"same as dense" compares the adaptive mesh's faces with the dense one's (vertices matched within 1e-5).
 
-    python benchmarks/bench_mesh.py [--resolutions 128 256 512] [--threads 0]
+    python benchmarks/bench_mesh.py [--models demo tube] [--resolutions 256 512 1024] [--threads 2]
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import json
 import resource
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -24,6 +27,7 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
 DEMO = ROOT / "models" / "demo"
+OUT = Path(tempfile.gettempdir()) / "occnet-bench-mesh"
 
 
 def run_seed(resolution: int) -> dict:
@@ -43,25 +47,42 @@ def run_seed(resolution: int) -> dict:
     return {"seconds": time.perf_counter() - start, "points_evaluated": len(grid), "faces": len(faces)}
 
 
-def run_occnet(method: str, resolution: int, batch_size: int, threads: int) -> dict:
+def run_occnet(model_name: str, method: str, resolution: int, batch_size: int, threads: int) -> dict:
     from occnet.runtime import MeshSettings, OccupancyModel, mesh_model
 
-    model = OccupancyModel(DEMO.with_suffix(".onnx"), device="cpu", threads=threads)
+    model = OccupancyModel(ROOT / "models" / f"{model_name}.onnx", device="cpu", threads=threads)
     mesh, stats = mesh_model(model, MeshSettings(resolution=resolution, method=method, batch_size=batch_size))
+    mesh.export(OUT / f"{model_name}-{method}-{resolution}.ply")
     return {"seconds": stats.seconds_total, "points_evaluated": stats.points_evaluated, "faces": stats.faces,
             "seconds_inference": stats.seconds_inference, "seconds_marching_cubes": stats.seconds_marching_cubes,
-            "watertight": stats.watertight}
+            "watertight": stats.watertight, "field_mib": stats.field_bytes / 2**20}
+
+
+def same_as_dense(model_name: str, resolution: int) -> str:
+    import trimesh
+    from scipy.spatial import cKDTree
+
+    a, b = (trimesh.load(OUT / f"{model_name}-{m}-{resolution}.ply", process=False) for m in ("adaptive", "dense"))
+    distance, index = cKDTree(b.vertices).query(a.vertices)
+    index = np.where(distance < 1e-5, index, -1 - np.arange(len(index)))
+
+    def canonical(faces):
+        first = np.argmin(faces, axis=1)
+        return {tuple(r) for r in np.stack([faces[np.arange(len(faces)), (first + k) % 3] for k in range(3)], 1)}
+
+    fa, fb = canonical(index[np.asarray(a.faces)]), canonical(np.asarray(b.faces))
+    return "yes" if fa == fb else f"no ({len(fa - fb)} / {len(fb - fa)} faces differ)"
 
 
 def case(args: argparse.Namespace) -> None:
     result = (run_seed(args.resolution) if args.case == "seed"
-              else run_occnet(args.case, args.resolution, args.batch_size, args.threads))
+              else run_occnet(args.model, args.case, args.resolution, args.batch_size, args.threads))
     result["peak_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(json.dumps(result))
 
 
-def measure(name: str, resolution: int, batch_size: int, threads: int) -> dict:
-    cmd = [sys.executable, __file__, "--case", name, "--resolution", str(resolution),
+def measure(model: str, name: str, resolution: int, batch_size: int, threads: int) -> dict:
+    cmd = [sys.executable, __file__, "--model", model, "--case", name, "--resolution", str(resolution),
            "--batch-size", str(batch_size), "--threads", str(threads)]
     out = subprocess.run(cmd, capture_output=True, text=True, check=True)
     return json.loads(out.stdout.strip().splitlines()[-1])
@@ -70,33 +91,41 @@ def measure(name: str, resolution: int, batch_size: int, threads: int) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--case", choices=["seed", "dense", "adaptive"])
+    parser.add_argument("--model", default="demo")
+    parser.add_argument("--models", nargs="+", default=["demo", "tube"])
     parser.add_argument("--resolution", type=int, default=256)
-    parser.add_argument("--resolutions", type=int, nargs="+", default=[128, 256, 512])
+    parser.add_argument("--resolutions", type=int, nargs="+", default=[256, 512, 1024])
     parser.add_argument("--batch-size", type=int, default=16384)
-    parser.add_argument("--dense-batches", type=int, nargs="+", default=[16384, 65536, 262144, 1048576])
     parser.add_argument("--seed-max", type=int, default=256, help="largest resolution to run the seed's way at")
+    parser.add_argument("--dense-max", type=int, default=512, help="largest resolution to run dense at")
     parser.add_argument("--threads", type=int, default=0)
     args = parser.parse_args()
+    OUT.mkdir(parents=True, exist_ok=True)
     if args.case:
         case(args)
         return
-    print("| resolution | method | points evaluated | seconds | peak MiB | faces | vs seed | vs best dense |")
-    print("|---|---|---|---|---|---|---|---|")
-    for res in args.resolutions:
-        rows = []
-        seed = measure("seed", res, 0, args.threads) if res <= args.seed_max else None
-        if seed:
-            rows.append(("seed (torch, whole grid)", seed))
-        dense = [(b, measure("dense", res, b, args.threads)) for b in args.dense_batches]
-        best_batch, best = min(dense, key=lambda d: d[1]["seconds"])
-        for b, d in dense:
-            rows.append((f"dense, batch {b:,}" + (" (best)" if b == best_batch else ""), d))
-        adaptive = measure("adaptive", res, args.batch_size, args.threads)
-        rows.append(("adaptive (default)", adaptive))
-        for name, r in rows:
-            vs_seed = f"{seed['seconds'] / r['seconds']:.1f}x" if seed else "-"
-            print(f"| {res} | {name} | {r['points_evaluated']:,} | {r['seconds']:.2f} | {r['peak_mib']:.0f} | "
-                  f"{r['faces']:,} | {vs_seed} | {best['seconds'] / r['seconds']:.1f}x |")
+    print("| model | resolution | method | points evaluated | seconds | peak MiB | field MiB | faces | watertight "
+          "| same as dense | vs seed | vs dense |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
+    for model in args.models:
+        for res in args.resolutions:
+            rows = []
+            seed = measure(model, "seed", res, 0, args.threads) if res <= args.seed_max and model == "demo" else None
+            if seed:
+                rows.append(("seed (torch, whole grid)", seed))
+            dense = measure(model, "dense", res, args.batch_size, args.threads) if res <= args.dense_max else None
+            if dense:
+                rows.append(("dense", dense))
+            adaptive = measure(model, "adaptive", res, args.batch_size, args.threads)
+            adaptive["same"] = same_as_dense(model, res) if dense else "-"
+            rows.append(("adaptive (default)", adaptive))
+            for name, r in rows:
+                vs_seed = f"{seed['seconds'] / r['seconds']:.1f}x" if seed else "-"
+                vs_dense = f"{dense['seconds'] / r['seconds']:.1f}x" if dense else "-"
+                field = f"{r['field_mib']:.0f}" if "field_mib" in r else "-"
+                print(f"| {model} | {res} | {name} | {r['points_evaluated']:,} | {r['seconds']:.2f} | "
+                      f"{r['peak_mib']:.0f} | {field} | {r['faces']:,} | {r.get('watertight', '-')} | "
+                      f"{r.get('same', '-')} | {vs_seed} | {vs_dense} |", flush=True)
 
 
 if __name__ == "__main__":

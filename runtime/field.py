@@ -13,6 +13,7 @@ surface). Marching cubes reads nothing else, so a change of storage touches this
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -34,6 +35,8 @@ neighbouring bricks share the samples of their common face."""
 SAFETY = 1.5
 """How many times steeper than the typical slope at the surface the field may get near a hidden feature
 (see :func:`adaptive_field`)."""
+CORNERS = np.array(list(itertools.product((0, 1), repeat=3)))
+"""Corner offsets of a cell in the order of :func:`_cell_corners`: corner ``4 * dx + 2 * dy + dz``."""
 SLOPE_QUANTILE = 0.5
 PAD_DEPTH = 1e6
 """How far below ``level`` the pad lies: far enough that no cell counts as near the surface for touching it
@@ -145,12 +148,12 @@ class BrickStorage:
         rows = np.arange(self.count, need)
         self.table[bricks[:, 0], bricks[:, 1], bricks[:, 2]] = rows
         self.bricks[rows] = bricks
-        block = self.values[rows]
-        block[:] = np.nan
-        pad = (self._pad[0][bricks[:, 0]][:, :, None, None] | self._pad[1][bricks[:, 1]][:, None, :, None]
-               | self._pad[2][bricks[:, 2]][:, None, None, :])
-        block[pad] = self.level - PAD_DEPTH
-        self.values[rows] = block
+        self.values[self.count:need] = np.nan
+        edge = np.flatnonzero(np.any((bricks == 0) | ((bricks + 1) * BRICK >= self.n + 1), axis=1))
+        for row, brick in zip(rows[edge], bricks[edge]):     # bricks on the border: fill in their pad
+            pad = self._pad[0][brick[0]][:, None, None] | self._pad[1][brick[1]][None, :, None] \
+                | self._pad[2][brick[2]][None, None, :]
+            self.values[row][pad] = self.level - PAD_DEPTH
         self.count = need
 
     def grid_index(self, rows: np.ndarray, local: np.ndarray) -> np.ndarray:
@@ -226,12 +229,13 @@ def adaptive_field(fn: LogitFn, grid: Grid, level: float, batch_size: int, progr
     rows = storage.rows(np.argwhere(keep))
     storage.values[rows, ::BRICK, ::BRICK, ::BRICK] = _brick_corners(lattice, storage.bricks[rows])
     step = BRICK
-    while step > 1:
+    while step > 2:
         coarse = storage.values[:storage.count, ::step, ::step, ::step]
-        slopes = _typical_slopes(coarse, step * spacing, level)
-        split = _may_hold_surface(_cell_corners(coarse), level, _reach(slopes, step, spacing))
+        reach = _reach(_typical_slopes(coarse, step * spacing, level), step, spacing)
         step //= 2
-        _evaluate_children(storage, evaluate, split, step)
+        _evaluate_children(storage, evaluate, _cell_corners(coarse), reach, step)
+    _evaluate_grid_samples(storage, evaluate, _typical_slopes(storage.values[:storage.count, ::2, ::2, ::2],
+                                                               2 * spacing, level), spacing)
     _follow_surface(storage, evaluate)
     return Field(grid, storage, evaluate.points_evaluated, evaluate.lowest, evaluate.highest)
 
@@ -284,7 +288,7 @@ def _typical_slopes(v: np.ndarray, length: float, level: float) -> tuple[float, 
     nothing yet and every cell is split (infinite slope)."""
     found: tuple[list, list] = ([], [])
     for axis in range(1, 4):
-        a, b, c = (np.take(v, np.arange(k, v.shape[axis] - 2 + k), axis=axis) for k in range(3))
+        a, b, c = (_along(v, axis, k, v.shape[axis] - 2 + k) for k in range(3))
         ia, ib, ic = a > level, b > level, c > level
         for far, side_far, other, side_other in ((a, ia, c, ic), (c, ic, a, ia)):
             edge = np.abs(far - b)
@@ -298,6 +302,13 @@ def _typical_slopes(v: np.ndarray, length: float, level: float) -> tuple[float, 
             outside if outside is not None else inside if inside is not None else math.inf)
 
 
+def _along(v: np.ndarray, axis: int, start: int, stop: int) -> np.ndarray:
+    """``v`` sliced ``start:stop`` along ``axis`` (a view)."""
+    index = [slice(None)] * v.ndim
+    index[axis] = slice(start, stop)
+    return v[tuple(index)]
+
+
 def _brick_corners(lattice: np.ndarray, bricks: np.ndarray) -> np.ndarray:
     """The lattice values at the 8 corners of each brick: ``(M, 2, 2, 2)``."""
     out = np.empty((len(bricks), 2, 2, 2), np.float32)
@@ -308,16 +319,60 @@ def _brick_corners(lattice: np.ndarray, bricks: np.ndarray) -> np.ndarray:
     return out
 
 
-def _evaluate_children(storage: BrickStorage, evaluate: Evaluator, split: np.ndarray, step: int) -> None:
-    """Evaluate the unknown samples of the children (side ``step``) of the cells ``split (K, m, m, m)`` marks."""
-    count, m = storage.count, split.shape[1]
+def _evaluate_children(storage: BrickStorage, evaluate: Evaluator, corners: list[np.ndarray],
+                       reach: tuple[float, float], step: int) -> None:
+    """Split cells (corner values: 8 views ``(K, m, m, m)``) into children of side ``step``: all eight where the
+    corners change sign; elsewhere the child at corner ``c`` where ``c``'s logit is within ``reach`` of the
+    level (every point of that child lies within half the parent's diagonal of ``c``; the other children
+    are farther from ``c`` than its logit allows, and nearer their own corners, which allow nothing)."""
+    level, count, m = storage.level, storage.count, corners[0].shape[1]
+    inside = [c > level for c in corners]
+    known = _all([c == c for c in corners])
+    change = _any(inside) & ~_all(inside) & known
     need = np.zeros((count,) + (2 * m + 1,) * 3, bool)
-    for dx in range(3):                                    # the 27 samples of the 8 children of each cell
-        for dy in range(3):
-            for dz in range(3):
-                need[:, dx:dx + 2 * m:2, dy:dy + 2 * m:2, dz:dz + 2 * m:2] |= split
+    for (dx, dy, dz), corner in zip(CORNERS, corners):
+        with np.errstate(invalid="ignore"):                                    # NaN compares False
+            child = change | ((corner > level - reach[1]) & (corner < level + reach[0]) & known)
+        for ex, ey, ez in CORNERS:                                             # the child's own 8 corners
+            x, y, z = dx + ex, dy + ey, dz + ez
+            need[:, x:x + 2 * m:2, y:y + 2 * m:2, z:z + 2 * m:2] |= child
     values = storage.values[:count, ::step, ::step, ::step]
     _evaluate_where(storage, evaluate, np.arange(count), need & np.isnan(values), step)
+
+
+def _evaluate_grid_samples(storage: BrickStorage, evaluate: Evaluator, slopes: tuple[float, float],
+                           spacing: float) -> None:
+    """The last split, of cells of side 2 into grid cells, whose new corners are grid samples themselves: all
+    of them in cells that change sign; elsewhere only those the corner logits allow across the level, i.e.
+    the samples ``x`` with ``|v_i - level| <= SAFETY * slope * |x - c_i|`` at every corner ``c_i`` (the surface
+    reaches a sample only through ground the slope can cover from every corner)."""
+    level, count = storage.level, storage.count
+    coarse = storage.values[:count, ::2, ::2, ::2]
+    corners = _cell_corners(coarse)
+    inside = [c > level for c in corners]
+    known = _all([c == c for c in corners])
+    change = _any(inside) & ~_all(inside) & known
+    need = np.zeros((count,) + (BRICK + 1,) * 3, bool)
+    m = BRICK // 2
+    for dx in range(3):
+        for dy in range(3):
+            for dz in range(3):
+                need[:, dx:dx + 2 * m:2, dy:dy + 2 * m:2, dz:dz + 2 * m:2] |= change
+    near = _may_hold_surface(corners, level, _reach(slopes, 2, spacing)) & ~change
+    rows, i, j, k = np.nonzero(near)
+    if len(rows):
+        values = np.stack([c[rows, i, j, k] for c in corners], axis=1)                  # (M, 8)
+        allowance = np.where(values > level, SAFETY * slopes[0], SAFETY * slopes[1]) * spacing
+        reach = (np.abs(values - level) / allowance).astype(np.float32)  # how far (in samples) each corner says
+        lower = 2 * np.stack([i, j, k], axis=1)
+        for offset in itertools.product(range(3), repeat=3):
+            if all(o != 1 for o in offset):
+                continue                                                  # a corner: known already
+            distance = np.linalg.norm(np.array(offset) - 2 * CORNERS, axis=1).astype(np.float32)
+            feasible = np.flatnonzero(np.all(reach <= distance, axis=1))
+            local = lower[feasible] + offset
+            need[rows[feasible], local[:, 0], local[:, 1], local[:, 2]] = True
+    _evaluate_where(storage, evaluate, np.arange(count), need & np.isnan(storage.values[:count]), 1)
 
 
 def _evaluate_where(storage: BrickStorage, evaluate: Evaluator, rows: np.ndarray, mask: np.ndarray,

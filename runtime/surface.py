@@ -12,7 +12,7 @@ import trimesh
 from skimage import measure
 
 from occnet.runtime.errors import EmptySurfaceError, InputError
-from occnet.runtime.field import PAD_DEPTH, Block, Field
+from occnet.runtime.field import BRICK, PAD_DEPTH, Block, Field
 
 
 def extract_mesh(field: Field, level: float) -> trimesh.Trimesh:
@@ -37,11 +37,17 @@ def extract_mesh(field: Field, level: float) -> trimesh.Trimesh:
     # scikit-image makes them on the whole volume; faces that collapse are dropped.
     n = np.array(field.grid.shape)
     verts = np.clip(verts, 0, n - 1).astype(np.float32)
-    unique, inverse = np.unique(verts, axis=0, return_inverse=True)
-    faces = inverse.reshape(-1)[faces]
+    # only these can coincide: on a brick face, on the box, or on a sample (all coordinates whole numbers)
+    whole = verts == np.round(verts)
+    on_plane = whole & (((verts + 1) % BRICK == 0) | (verts == 0) | (verts == n - 1))
+    maybe = np.flatnonzero(on_plane.any(axis=1) | whole.all(axis=1))
+    _, first, inverse = np.unique(verts[maybe], axis=0, return_index=True, return_inverse=True)
+    target = np.arange(len(verts))
+    target[maybe] = maybe[first[inverse.reshape(-1)]]
+    faces = target[faces]
     faces = faces[(faces[:, 0] != faces[:, 1]) & (faces[:, 1] != faces[:, 2]) & (faces[:, 0] != faces[:, 2])]
     used, faces = np.unique(faces, return_inverse=True)
-    verts = unique[used]
+    verts = verts[used]
     return trimesh.Trimesh(field.grid.to_world(verts), faces.reshape(-1, 3), process=False)
 
 
