@@ -16,6 +16,7 @@ import numpy as np
 import torch
 
 from occnet.export.onnx_export import scaled_difference
+from occnet.runtime.field import batched
 from occnet.runtime.session import OccupancyModel
 from occnet.train.checkpoint import load_checkpoint
 
@@ -40,7 +41,7 @@ def main() -> None:
         points = rng.uniform(lo - pad, hi + pad, size=(min(500_000, args.points - start), 3)).astype(np.float32)
         with torch.no_grad():
             expected = net(torch.from_numpy(points)).numpy()
-        got = session.logits_batched(points, 65536)
+        got = batched(session.logits, points, 65536)
         diff = np.abs(got - expected)
         worst = max(worst, float(diff.max()))
         scaled = max(scaled, float(scaled_difference(got, expected).max()))

@@ -22,6 +22,7 @@ import torch
 
 from occnet.runtime.contract import INPUT_NAME, OUTPUT_NAME, ModelInfo, installed_version
 from occnet.runtime.errors import OccNetError, OutputError, first_line
+from occnet.runtime.field import batched
 from occnet.runtime.files import atomic_path, check_output
 from occnet.runtime.grid import Grid
 from occnet.runtime.session import OccupancyModel
@@ -111,7 +112,7 @@ def verify_model(model: OccNet, path: Path, n_points: int, seed: int) -> tuple[f
     with torch.no_grad():
         for points in samples:
             expected = model(torch.from_numpy(points)).numpy()
-            got = session.logits_batched(points, 65536)
+            got = batched(session.logits, points, 65536)
             if got.shape != expected.shape or not np.all(np.isfinite(got)):
                 raise ExportError(f"onnxruntime returned shape {got.shape} or non-finite logits")
             worst = max(worst, float(np.abs(got - expected).max()))

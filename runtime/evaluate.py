@@ -15,6 +15,7 @@ import trimesh
 from scipy.spatial import cKDTree
 
 from occnet.runtime.errors import InputError
+from occnet.runtime.field import batched
 from occnet.runtime.inside import contains
 from occnet.runtime.points import PointSet, iou
 from occnet.runtime.session import OccupancyModel
@@ -103,7 +104,7 @@ def evaluate_model(model: OccupancyModel, points: PointSet, threshold: float = 0
                    batch_size: int = 262_144) -> PointMetrics:
     """IoU and accuracy of the model's occupancy (probability > ``threshold``) on labelled points."""
     level = probability_to_logit(threshold)
-    predicted = model.logits_batched(points.points, batch_size) > level
+    predicted = batched(model.logits, points.points, batch_size) > level
     actual = points.labels > 0.5
     score = iou(np.count_nonzero(predicted & actual), np.count_nonzero(predicted | actual))
     return PointMetrics(score, float(np.mean(predicted == actual)), len(actual), threshold)

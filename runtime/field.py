@@ -38,15 +38,30 @@ SAFETY = 1.5
 CORNERS = np.array(list(itertools.product((0, 1), repeat=3)))
 """Corner offsets of a cell in the order of :func:`_cell_corners`: corner ``4 * dx + 2 * dy + dz``."""
 SLOPE_QUANTILE = 0.5
+"""Which quantile of the slopes measured across the surface stands for the typical slope."""
 PAD_DEPTH = 1e6
 """How far below ``level`` the pad lies: far enough that no cell counts as near the surface for touching it
 (a cap's vertices, between the pad and the last sample, are moved onto the box face anyway)."""
-"""Which quantile of the slopes measured across the surface stands for the typical slope."""
+
+
+def batched(fn: Callable[[np.ndarray], np.ndarray], items: np.ndarray, batch_size: int,
+            on_batch: Callable[[np.ndarray], None] | None = None) -> np.ndarray:
+    """``fn`` over ``items`` at most ``batch_size`` rows at a time -> ``(len(items),) float32``: the one batching
+    loop of every network call (meshing, evaluation, export checks). Working memory is one batch, whatever the
+    total; ``on_batch`` sees each batch's results."""
+    if batch_size < 1:
+        raise InputError(f"batch size must be >= 1, got {batch_size}")
+    out = np.empty(len(items), np.float32)
+    for start in range(0, len(items), batch_size):
+        values = out[start:start + batch_size] = fn(items[start:start + batch_size])
+        if on_batch:
+            on_batch(values)
+    return out
 
 
 class Evaluator:
-    """The one batching helper for network calls: ``fn`` on at most ``batch_size`` points at a time, with the
-    count of points evaluated and a progress callback. Working memory is one batch, whatever the total."""
+    """The network on grid samples, through :func:`batched`: counts the points evaluated, keeps the lowest
+    and highest logit, reports progress."""
 
     def __init__(self, fn: LogitFn, grid: Grid, batch_size: int, progress: Progress | None = None) -> None:
         if batch_size < 1:
@@ -57,15 +72,13 @@ class Evaluator:
 
     def __call__(self, ijk: np.ndarray) -> np.ndarray:
         """Logits at grid samples ``ijk (K, 3) int64`` -> ``(K,) float32``."""
-        out = np.empty(len(ijk), np.float32)
-        for start in range(0, len(ijk), self.batch_size):
-            part = ijk[start:start + self.batch_size]
-            values = out[start:start + len(part)] = self.fn(self.grid.to_world(part))
-            self.lowest, self.highest = min(self.lowest, float(values.min())), max(self.highest, float(values.max()))
-            self.points_evaluated += len(part)
-            if self.progress:
-                self.progress(self.points_evaluated)
-        return out
+        return batched(lambda part: self.fn(self.grid.to_world(part)), ijk, self.batch_size, self._seen)
+
+    def _seen(self, values: np.ndarray) -> None:
+        self.lowest, self.highest = min(self.lowest, float(values.min())), max(self.highest, float(values.max()))
+        self.points_evaluated += len(values)
+        if self.progress:
+            self.progress(self.points_evaluated)
 
 
 @dataclass(frozen=True)

@@ -94,13 +94,6 @@ class OccupancyModel:
             raise ModelError(f"the model returned NaN or infinite logits for {bad:,} of {len(points):,} points")
         return logits
 
-    def logits_batched(self, points: np.ndarray, batch_size: int) -> np.ndarray:
-        """:meth:`logits` in batches of at most ``batch_size`` points (bounded working memory)."""
-        out = np.empty(len(points), np.float32)
-        for start in range(0, len(points), batch_size):
-            out[start:start + batch_size] = self.logits(points[start:start + batch_size])
-        return out
-
 
 def _model_source(path: Path) -> str | bytes:
     """What to hand onnxruntime: the path, or the file's bytes when the path is not valid UTF-8 (onnxruntime

@@ -73,15 +73,18 @@ def trained_onnx(trained_run: Path, tmp_path_factory) -> Path:
 
 
 def mesh_difference(a, b, atol=1e-5):
-    """(faces of ``a`` not in ``b``, faces of ``b`` not in ``a``), matching vertices within ``atol`` and faces up
-    to the rotation of their vertex order: (0, 0) for the same mesh, however its arrays are ordered."""
+    """(faces of ``a`` not in ``b``, faces of ``b`` not in ``a``): each vertex of ``a`` is matched to ``b``'s
+    nearest within ``atol`` (brick-local and whole-volume marching cubes may round a coordinate one float32
+    step apart), each face taken as its three positions, rotated to start at the smallest. (0, 0) for the
+    same mesh, however its arrays are ordered or its vertices numbered."""
     from scipy.spatial import cKDTree
 
-    def canonical(faces):
-        first = np.argmin(faces, axis=1)
-        return {tuple(row) for row in np.stack([faces[np.arange(len(faces)), (first + k) % 3] for k in range(3)], 1)}
+    positions = np.asarray(b.vertices, np.float64)
+    distance, index = cKDTree(positions).query(a.vertices)
+    mapped = np.where((distance < atol)[:, None], positions[index], np.nan)
 
-    distance, index = cKDTree(b.vertices).query(a.vertices)
-    index = np.where(distance < atol, index, -1 - np.arange(len(index)))
-    fa, fb = canonical(index[np.asarray(a.faces)]), canonical(np.asarray(b.faces))
+    def faces(corners):
+        return {min(k[r:] + k[:r] for r in range(3)) for k in (tuple(map(tuple, t)) for t in corners.tolist())}
+
+    fa, fb = faces(mapped[np.asarray(a.faces)]), faces(positions[np.asarray(b.faces)])
     return len(fa - fb), len(fb - fa)

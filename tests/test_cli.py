@@ -164,9 +164,10 @@ def test_occ_mesh_json_and_default_output(trained_onnx, tmp_path):
     result = run_installed("occ-mesh", str(model), "--resolution", "48", "--json")
     assert result.returncode == 0, result.stderr
     figures = json.loads(result.stdout)
-    assert {"method", "provider", "resolution", "points_evaluated", "seconds_inference",
+    assert {"method", "provider", "resolution", "points_evaluated", "seconds_inference", "field_bytes",
             "seconds_marching_cubes", "seconds_total", "vertices", "faces", "watertight"} <= set(figures)
     assert figures["watertight"] is True and figures["resolution"] == 48
+    assert figures["field_bytes"] > 0
     mesh = trimesh.load(tmp_path / "demo.ply")
     assert len(mesh.faces) == figures["faces"] and mesh.is_watertight
 

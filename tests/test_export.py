@@ -9,6 +9,7 @@ import torch
 
 from occnet.export.onnx_export import export_checkpoint
 from occnet.runtime.contract import FORMAT_VERSION, MetaKey
+from occnet.runtime.field import batched
 from occnet.runtime.session import OccupancyModel
 from occnet.train.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from occnet.train.model import OccNet
@@ -34,7 +35,7 @@ def test_onnxruntime_matches_pytorch_on_many_points_and_n_equals_one(trained_run
     points = np.random.default_rng(7).uniform(-0.6, 0.6, (300_000, 3)).astype(np.float32)
     with torch.no_grad():
         expected = model(torch.from_numpy(points)).numpy()
-    got = session.logits_batched(points, 100_000)
+    got = batched(session.logits, points, 100_000)
     assert np.max(np.abs(got - expected) / np.maximum(1, np.abs(expected))) <= 1e-4
     assert session.logits(points[:1]).shape == (1,)
 
