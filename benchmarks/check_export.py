@@ -2,21 +2,20 @@
 
     python benchmarks/check_export.py [models/demo.pt models/demo.onnx] [--points 5000000]
 
-Points are uniform in the model's box, 10% beyond it on each side. Reports max |logit diff|, the scaled
-difference verification bounds (|diff| / max(1, |logit|)), the largest |diff| where |logit| < 10 (where
-surfaces are decided), and how often the two disagree on inside/outside.
+Points are uniform in the model's box, 10% beyond it on each side. Reports what verification bounds:
+onnxruntime's and PyTorch float32's largest errors against the same network in float64, the largest
+|onnxruntime - PyTorch|, and inside/outside disagreements where the float64 logit exceeds both errors.
 """
 
 from __future__ import annotations
 
 import argparse
+import copy
 from pathlib import Path
 
 import numpy as np
-import torch
 
-from occnet.export.onnx_export import scaled_difference
-from occnet.runtime.field import batched
+from occnet.export.onnx_export import ERROR_FACTOR, Agreement, compare
 from occnet.runtime.session import OccupancyModel
 from occnet.train.checkpoint import load_checkpoint
 
@@ -31,25 +30,18 @@ def main() -> None:
     args = parser.parse_args()
     ckpt = load_checkpoint(args.checkpoint)
     net = ckpt.network()
+    reference = copy.deepcopy(net).double()
     session = OccupancyModel(args.model, device="cpu")
     lo, hi = np.array(ckpt.bounds_min), np.array(ckpt.bounds_max)
     pad = 0.1 * (hi - lo)
     rng = np.random.default_rng(0)
-    worst = scaled = near = 0.0
-    flips = 0
+    total = Agreement(0, 0.0, 0.0, 0.0, 0)
     for start in range(0, args.points, 500_000):
         points = rng.uniform(lo - pad, hi + pad, size=(min(500_000, args.points - start), 3)).astype(np.float32)
-        with torch.no_grad():
-            expected = net(torch.from_numpy(points)).numpy()
-        got = batched(session.logits, points, 65536)
-        diff = np.abs(got - expected)
-        worst = max(worst, float(diff.max()))
-        scaled = max(scaled, float(scaled_difference(got, expected).max()))
-        small = np.abs(expected) < 10
-        near = max(near, float(diff[small].max()) if small.any() else 0.0)
-        flips += int(np.count_nonzero((got > 0) != (expected > 0)))
-    print(f"{args.points:,} points: max |diff| {worst:.3g}, max |diff|/max(1,|logit|) {scaled:.3g}, "
-          f"max |diff| where |logit| < 10: {near:.3g}, inside/outside disagreements: {flips}")
+        total = total.merge(compare(net, reference, session, points))
+    print(f"{total.points:,} points: onnxruntime error {total.onnx_error:.3g}, PyTorch float32 error "
+          f"{total.torch_error:.3g} (ratio {total.onnx_error / total.torch_error:.2f}, limit {ERROR_FACTOR:g}), "
+          f"max |onnxruntime - PyTorch| {total.max_abs_diff:.3g}, inside/outside disagreements: {total.sign_flips}")
 
 
 if __name__ == "__main__":

@@ -8,6 +8,7 @@ path is the one PyTorch supports and develops, and handles the dynamic batch dim
 from __future__ import annotations
 
 import contextlib
+import copy
 import hashlib
 import logging
 import platform
@@ -29,10 +30,13 @@ from occnet.runtime.session import OccupancyModel
 from occnet.train.checkpoint import CheckpointError, load_checkpoint
 from occnet.train.model import OccNet
 
-TOLERANCE = 1e-4
-"""Verification bound: |onnxruntime - PyTorch| <= TOLERANCE * max(1, |logit|). Absolute where the surface is
-decided (|logit| <= 1); relative far from it, where logits reach the hundreds and float32 itself is only
-good to ~1e-4 (PyTorch float32 against float64 differed by 1.9e-4 at a logit of -724 here)."""
+ERROR_FACTOR = 4.0
+"""Verification bound: onnxruntime's largest error against the same network computed in float64 may be at
+most ERROR_FACTOR times PyTorch float32's own largest error against it (plus ``ERROR_FLOOR``). Float32
+arithmetic is the yardstick: far from the surface logits reach the hundreds, where float32 holds ~1e-4, and
+random Fourier features amplify rounding; a fixed tolerance rejects correct exports of such networks."""
+ERROR_FLOOR = 1e-6
+"""Absolute slack for networks so small that float32 is nearly exact on them."""
 
 
 class ExportError(OccNetError):
@@ -40,15 +44,37 @@ class ExportError(OccNetError):
 
 
 @dataclass(frozen=True)
+class Agreement:
+    """onnxruntime and PyTorch float32 against the network computed in float64, on the same points.
+
+    ``onnx_error``/``torch_error``: largest |logit - float64 logit|; ``max_abs_diff``: largest |onnxruntime -
+    PyTorch|; ``sign_flips``: points where onnxruntime's inside/outside differs from float64's although
+    |float64 logit| exceeds both largest errors (where neither float32 computation can be unsure)."""
+
+    points: int
+    onnx_error: float
+    torch_error: float
+    max_abs_diff: float
+    sign_flips: int
+
+    @property
+    def ok(self) -> bool:
+        return self.onnx_error <= ERROR_FACTOR * self.torch_error + ERROR_FLOOR and self.sign_flips == 0
+
+    def merge(self, other: Agreement) -> Agreement:
+        return Agreement(self.points + other.points, max(self.onnx_error, other.onnx_error),
+                         max(self.torch_error, other.torch_error), max(self.max_abs_diff, other.max_abs_diff),
+                         self.sign_flips + other.sign_flips)
+
+
+@dataclass(frozen=True)
 class ExportReport:
-    """What :func:`export_checkpoint` wrote and how well it matched PyTorch (None: not verified)."""
+    """What :func:`export_checkpoint` wrote and how well it matched (None: not verified)."""
 
     path: Path
     size_bytes: int
     opset: int
-    max_abs_diff: float | None
-    max_scaled_diff: float | None
-    points_checked: int
+    agreement: Agreement | None
 
 
 def check_export_output(checkpoint: Path, output: Path) -> bool:
@@ -79,8 +105,8 @@ def export_checkpoint(checkpoint: Path, output: Path, opset: int | None = None, 
     data = proto.SerializeToString()
     with atomic_path(output) as tmp:
         tmp.write_bytes(data)
-        diff, scaled, checked = verify_model(model, tmp, verify_points, seed) if verify else (None, None, 0)
-    return ExportReport(output, len(data), used_opset, diff, scaled, checked)
+        agreement = verify_model(model, tmp, verify_points, seed) if verify else None
+    return ExportReport(output, len(data), used_opset, agreement)
 
 
 def to_onnx(model: OccNet, opset: int | None) -> onnx.ModelProto:
@@ -98,34 +124,39 @@ def to_onnx(model: OccNet, opset: int | None) -> onnx.ModelProto:
     return program.model_proto
 
 
-def verify_model(model: OccNet, path: Path, n_points: int, seed: int) -> tuple[float, float, int]:
-    """Compare onnxruntime (through the runtime's own loader) with PyTorch on random points in the box, a
-    coarse grid over it and a single point: returns max |diff|, max |diff| / max(1, |logit|) and the point
-    count; raises :class:`ExportError` when the latter exceeds ``TOLERANCE``."""
+def verify_model(model: OccNet, path: Path, n_points: int, seed: int) -> Agreement:
+    """Check onnxruntime (through the runtime's own loader) against the network in float64 on random points
+    in the box, a coarse grid over it and a single point; raises :class:`ExportError` unless it is as good as
+    PyTorch float32 (see ``ERROR_FACTOR``) and agrees on inside/outside wherever that is certain."""
     session = OccupancyModel(path, device="cpu")
     lo, hi = np.array(session.info.bounds_min), np.array(session.info.bounds_max)
     rng = np.random.default_rng(seed)
     grid = Grid.from_bounds(lo, hi, 32)
     samples = [rng.uniform(lo, hi, size=(n_points, 3)).astype(np.float32),
                grid.points(np.arange(grid.num_points)), rng.uniform(lo, hi, size=(1, 3)).astype(np.float32)]
-    worst = worst_scaled = 0.0
+    reference = copy.deepcopy(model).double()
+    agreement = Agreement(0, 0.0, 0.0, 0.0, 0)
+    for points in samples:
+        agreement = agreement.merge(compare(model, reference, session, points))
+    if not agreement.ok:
+        raise ExportError(f"verification failed: onnxruntime's largest error against the float64 network is "
+                          f"{agreement.onnx_error:.3g}, PyTorch float32's {agreement.torch_error:.3g} (limit "
+                          f"{ERROR_FACTOR:g}x); {agreement.sign_flips} inside/outside disagreements")
+    return agreement
+
+
+def compare(model: OccNet, reference: OccNet, session: OccupancyModel, points: np.ndarray) -> Agreement:
+    """onnxruntime and ``model`` (float32) against ``reference`` (the same network in float64) on ``points
+    (N, 3) float32``."""
     with torch.no_grad():
-        for points in samples:
-            expected = model(torch.from_numpy(points)).numpy()
-            got = batched(session.logits, points, 65536)
-            if got.shape != expected.shape or not np.all(np.isfinite(got)):
-                raise ExportError(f"onnxruntime returned shape {got.shape} or non-finite logits")
-            worst = max(worst, float(np.abs(got - expected).max()))
-            worst_scaled = max(worst_scaled, float(scaled_difference(got, expected).max()))
-    if worst_scaled > TOLERANCE:
-        raise ExportError(f"verification failed: onnxruntime differs from PyTorch by {worst_scaled:.3g} "
-                          f"x max(1, |logit|) (> {TOLERANCE:g})")
-    return worst, worst_scaled, sum(len(s) for s in samples)
-
-
-def scaled_difference(got: np.ndarray, expected: np.ndarray) -> np.ndarray:
-    """What verification bounds by ``TOLERANCE``: ``|got - expected| / max(1, |expected|)``, per logit."""
-    return np.abs(got - expected) / np.maximum(1.0, np.abs(expected))
+        exact = reference(torch.from_numpy(points).double()).numpy()
+        torch32 = model(torch.from_numpy(points)).numpy()
+    got = batched(session.logits, points, 65536)
+    onnx_error, torch_error = np.abs(got - exact), np.abs(torch32 - exact)
+    sure = np.abs(exact) > max(float(onnx_error.max()), float(torch_error.max()))
+    flips = int(np.count_nonzero(((got > 0) != (exact > 0)) & sure))
+    return Agreement(len(points), float(onnx_error.max()), float(torch_error.max()),
+                     float(np.abs(got - torch32).max()), flips)
 
 
 @contextlib.contextmanager

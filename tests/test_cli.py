@@ -124,7 +124,10 @@ def test_occ_export_output_in_missing_folder(trained_run, tmp_path):
 def test_occ_export_prints_a_summary(trained_run, tmp_path):
     result = run_cli("occ-export", str(trained_run / "best.pt"), str(tmp_path / "m.onnx"))
     assert result.returncode == 0, result.stderr
-    assert "opset" in result.stdout and "max |logit diff|" in result.stdout and "KiB" in result.stdout
+    size = (tmp_path / "m.onnx").stat().st_size / 1024
+    assert result.stdout.startswith(f"wrote {tmp_path / 'm.onnx'}: {size:.1f} KiB, opset ")
+    assert "onnxruntime error" in result.stdout and "PyTorch float32 error" in result.stdout
+    assert "(limit 4x)" in result.stdout and "inside/outside agree" in result.stdout
 
 
 @pytest.mark.parametrize("name,args,match", [
