@@ -15,6 +15,7 @@ import statistics
 import tempfile
 import time
 
+import numpy as np
 import torch
 from torch.nn import functional as F
 from torch.utils.data import DataLoader, TensorDataset
@@ -27,7 +28,7 @@ from occnet.train.trainer import TrainConfig, evaluate, split, train
 def seed_loop(data, train_idx, val_idx, epochs: int, log) -> list[tuple[float, float]]:
     """The seed's recipe; returns (elapsed seconds, val IoU) per epoch."""
     torch.manual_seed(0)
-    x, y = torch.from_numpy(data.points), torch.from_numpy(data.labels)
+    x, y = torch.from_numpy(data.points.astype(np.float32)), torch.from_numpy(data.labels)
     model = OccNet(TrainConfig().architecture, data.bounds_min, data.bounds_max)
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
     loader = DataLoader(TensorDataset(x[train_idx], y[train_idx]), batch_size=1024, shuffle=True)

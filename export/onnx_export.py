@@ -98,7 +98,7 @@ def export_checkpoint(checkpoint: Path, output: Path, opset: int | None = None, 
 
     proto = to_onnx(model, opset)
     info = ModelInfo(ckpt.bounds_min, ckpt.bounds_max, ckpt.architecture, _plain(ckpt.metrics),
-                     _sha256(Path(checkpoint)), producer())
+                     _sha256(Path(checkpoint)), producer(), origin=ckpt.origin)
     onnx.helper.set_model_props(proto, info.to_metadata())
     onnx.checker.check_model(proto, full_check=True)
     used_opset = next(o.version for o in proto.opset_import if o.domain in ("", "ai.onnx"))
@@ -132,8 +132,8 @@ def verify_model(model: OccNet, path: Path, n_points: int, seed: int) -> Agreeme
     lo, hi = np.array(session.info.bounds_min), np.array(session.info.bounds_max)
     rng = np.random.default_rng(seed)
     grid = Grid.from_bounds(lo, hi, 32)
-    samples = [rng.uniform(lo, hi, size=(n_points, 3)).astype(np.float32),
-               grid.points(np.arange(grid.num_points)), rng.uniform(lo, hi, size=(1, 3)).astype(np.float32)]
+    samples = [rng.uniform(lo, hi, size=(n_points, 3)), grid.points(np.arange(grid.num_points)),
+               rng.uniform(lo, hi, size=(1, 3))]
     reference = copy.deepcopy(model).double()
     agreement = Agreement(0, 0.0, 0.0, 0.0, 0)
     for points in samples:
@@ -146,11 +146,12 @@ def verify_model(model: OccNet, path: Path, n_points: int, seed: int) -> Agreeme
 
 
 def compare(model: OccNet, reference: OccNet, session: OccupancyModel, points: np.ndarray) -> Agreement:
-    """onnxruntime and ``model`` (float32) against ``reference`` (the same network in float64) on ``points
-    (N, 3) float32``."""
+    """onnxruntime and ``model`` (float32) against ``reference`` (the same network in float64) on world
+    ``points (N, 3) float64``; the networks see them relative to the model's origin, as float32."""
+    relative = (np.asarray(points, np.float64) - np.asarray(session.info.origin)).astype(np.float32)
     with torch.no_grad():
-        exact = reference(torch.from_numpy(points).double()).numpy()
-        torch32 = model(torch.from_numpy(points)).numpy()
+        exact = reference(torch.from_numpy(relative).double()).numpy()
+        torch32 = model(torch.from_numpy(relative)).numpy()
     got = batched(session.logits, points, 65536)
     onnx_error, torch_error = np.abs(got - exact), np.abs(torch32 - exact)
     sure = np.abs(exact) > max(float(onnx_error.max()), float(torch_error.max()))

@@ -31,6 +31,7 @@ class MetaKey:
     METRICS = "occnet.metrics"
     CHECKPOINT_SHA256 = "occnet.checkpoint_sha256"
     PRODUCER = "occnet.producer"
+    ORIGIN = "occnet.origin"
 
 
 LIMITS = {"hidden_size": 1024, "hidden_layers": 32, "fourier_features": 1024}
@@ -79,7 +80,8 @@ class Architecture:
 
 @dataclass(frozen=True)
 class ModelInfo:
-    """Everything the metadata of an occnet ONNX model says. Bounds are world coordinates."""
+    """Everything the metadata of an occnet ONNX model says. Bounds and ``origin`` are world coordinates
+    (float64); the network's input is points relative to ``origin`` (0 for models that do not record one)."""
 
     bounds_min: tuple[float, float, float]
     bounds_max: tuple[float, float, float]
@@ -88,6 +90,7 @@ class ModelInfo:
     checkpoint_sha256: str = ""
     producer: dict = field(default_factory=dict)
     format_version: int = FORMAT_VERSION
+    origin: tuple[float, float, float] = (0.0, 0.0, 0.0)
 
     def to_metadata(self) -> dict[str, str]:
         """Metadata props as strings, ready for ``onnx.helper.set_model_props``."""
@@ -99,6 +102,7 @@ class ModelInfo:
             MetaKey.METRICS: json.dumps(self.metrics, sort_keys=True),
             MetaKey.CHECKPOINT_SHA256: self.checkpoint_sha256,
             MetaKey.PRODUCER: json.dumps(self.producer, sort_keys=True),
+            MetaKey.ORIGIN: json.dumps(list(self.origin)),       # repr of a float64: exact round trip
         }
 
     @classmethod
@@ -115,6 +119,7 @@ class ModelInfo:
             arch = Architecture.from_dict(json.loads(props[MetaKey.ARCHITECTURE]))
             metrics = json.loads(props.get(MetaKey.METRICS, "{}"))
             producer = json.loads(props.get(MetaKey.PRODUCER, "{}"))
+            origin = _vector(json.loads(props.get(MetaKey.ORIGIN, "[0, 0, 0]")))
         except (ValueError, TypeError) as exc:
             raise ModelError(f"occnet metadata is malformed: {exc}") from None
         except RecursionError:
@@ -123,21 +128,21 @@ class ModelInfo:
             raise ModelError(f"model format version {version} is newer than this occnet reads "
                              f"({FORMAT_VERSION}); upgrade occnet")
         try:
-            check_bounds(lo, hi)
+            check_bounds(lo, hi, origin)
         except ValueError as exc:
             raise ModelError(f"model bounds: {exc}") from None
-        return cls(lo, hi, arch, metrics, props.get(MetaKey.CHECKPOINT_SHA256, ""), producer, version)
+        return cls(lo, hi, arch, metrics, props.get(MetaKey.CHECKPOINT_SHA256, ""), producer, version, origin)
 
 
-def check_bounds(lo, hi) -> None:
+def check_bounds(lo, hi, origin=(0.0, 0.0, 0.0)) -> None:
     """Raise ``ValueError`` unless the box ``lo``..``hi`` (3 numbers each) is finite, within
-    ``MAX_COORDINATE`` and has volume in float32, where the network computes."""
-    values = [float(v) for v in (*lo, *hi)]
+    ``MAX_COORDINATE`` and has volume in float32 relative to ``origin``, where the network computes."""
+    values = [float(v) for v in (*lo, *hi, *origin)]
     if not all(math.isfinite(v) for v in values):
         raise ValueError(f"box must be finite, got min {tuple(lo)} max {tuple(hi)}")
     if max(abs(v) for v in values) > MAX_COORDINATE:
         raise ValueError(f"box coordinates must lie within +-{MAX_COORDINATE:g}, got min {tuple(lo)} max {tuple(hi)}")
-    if not all(_float32(h) > _float32(low) for low, h in zip(lo, hi)):
+    if not all(_float32(h - o) > _float32(low - o) for low, h, o in zip(lo, hi, origin)):
         raise ValueError(f"box is empty in float32, got min {tuple(lo)} max {tuple(hi)}")
 
 

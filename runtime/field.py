@@ -25,7 +25,7 @@ from occnet.runtime.grid import Grid
 from occnet.runtime.machine import available_bytes
 
 LogitFn = Callable[[np.ndarray], np.ndarray]
-"""``(N, 3) float32`` world points -> ``(N,) float32`` logits."""
+"""``(N, 3) float64`` world points -> ``(N,) float32`` logits."""
 Progress = Callable[[int], None]
 """Called with the number of points evaluated so far."""
 

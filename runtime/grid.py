@@ -51,13 +51,14 @@ class Grid:
         return int(np.prod(self.shape, dtype=np.int64))
 
     def points(self, flat: np.ndarray) -> np.ndarray:
-        """World coordinates of grid samples given by flat (C-order) indices: ``(K,) int -> (K, 3) float32``."""
+        """World coordinates of grid samples given by flat (C-order) indices: ``(K,) int -> (K, 3) float64``."""
         ijk = np.stack(np.unravel_index(flat, self.shape), axis=1)
         return self.to_world(ijk)
 
     def to_world(self, ijk: np.ndarray) -> np.ndarray:
-        """Map index-space coordinates ``(K, 3)`` (fractional allowed) to world ``(K, 3) float32``."""
-        return (np.asarray(self.origin) + ijk * self.spacing).astype(np.float32)
+        """Map index-space coordinates ``(K, 3)`` (fractional allowed) to world ``(K, 3) float64``: full
+        precision for boxes far from the origin (the model subtracts its own origin before float32)."""
+        return np.asarray(self.origin) + np.asarray(ijk, np.float64) * self.spacing
 
     def axes(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """The sample coordinates along x, y and z: three ``(n_i,) float64`` arrays."""

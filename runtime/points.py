@@ -18,8 +18,9 @@ LABEL_KEYS = ("occupancies", "occupancy", "occ", "labels", "label", "inside", "v
 
 @dataclass(frozen=True)
 class PointSet:
-    """Training data: ``points (N, 3) float32`` in world units, ``labels (N,) float32`` in {0, 1}, and the box
-    (world coordinates) the network is defined on and later meshed in."""
+    """Training data: ``points (N, 3) float64`` in world units (full precision: data far from the origin keeps
+    it), ``labels (N,) float32`` in {0, 1}, and the box (world coordinates) the network is defined on and
+    later meshed in."""
 
     points: np.ndarray
     labels: np.ndarray
@@ -53,7 +54,7 @@ def make_point_set(points, labels, source: str, bounds=None, for_training: bool 
     needed, task = (MIN_POINTS, "train") if for_training else (1, "evaluate")
     if len(points) < needed:
         raise InputError(f"{source}: {len(points)} points is too few to {task} on (need >= {needed})")
-    points = points.astype(np.float32)
+    points = points.astype(np.float64)
     if not np.all(np.isfinite(points)):
         raise InputError(f"{source}: {int((~np.isfinite(points)).any(axis=1).sum())} points have NaN or "
                          "infinite coordinates")

@@ -79,10 +79,13 @@ class OccupancyModel:
                              f"{outputs[0].shape}")
 
     def logits(self, points: np.ndarray) -> np.ndarray:
-        """Occupancy logits of world-coordinate points: ``(N, 3) float32 -> (N,) float32``, one run."""
-        points = np.ascontiguousarray(points, dtype=np.float32)
+        """Occupancy logits of world-coordinate points: ``(N, 3) float64 (or float32) -> (N,) float32``, one
+        run. The model's ``origin`` is subtracted in float64 before the network's float32, so coordinates far
+        from zero keep their precision."""
+        points = np.asarray(points)
         if points.ndim != 2 or points.shape[1] != 3:
             raise InputError(f"points must have shape (N, 3), got {points.shape}")
+        points = np.ascontiguousarray(points - np.asarray(self.info.origin), dtype=np.float32)
         if len(points) == 0:
             return np.zeros(0, np.float32)
         logits = self._session.run([OUTPUT_NAME], {INPUT_NAME: points})[0]

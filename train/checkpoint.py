@@ -36,6 +36,7 @@ class Checkpoint:
     architecture: Architecture
     bounds_min: tuple[float, float, float]
     bounds_max: tuple[float, float, float]
+    origin: tuple[float, float, float]
 
     @property
     def model_state(self) -> dict:
@@ -49,7 +50,7 @@ class Checkpoint:
         """The network this checkpoint describes, weights loaded, in evaluation mode; raises
         :class:`CheckpointError` when the weights do not fit the architecture it records."""
         try:
-            model = OccNet(self.architecture, self.bounds_min, self.bounds_max)
+            model = OccNet(self.architecture, self.bounds_min, self.bounds_max, self.origin)
         except (RuntimeError, MemoryError) as exc:     # the allocator's RuntimeError: not enough memory
             raise ResourceError(f"not enough memory to build the network it records ({first_line(exc)})") from None
         try:
@@ -95,11 +96,12 @@ def load_checkpoint(path: Path) -> Checkpoint:
         arch = Architecture.from_dict(state["architecture"])
         lo = tuple(float(v) for v in state["bounds_min"])
         hi = tuple(float(v) for v in state["bounds_max"])
-        if len(lo) != 3 or len(hi) != 3 or not isinstance(state["model"], dict):
-            raise ValueError("bounds must have 3 values and the model must be a state dict")
-        check_bounds(lo, hi)
+        origin = tuple(float(v) for v in state.get("origin", (0.0, 0.0, 0.0)))   # older checkpoints: zero
+        if len(lo) != 3 or len(hi) != 3 or len(origin) != 3 or not isinstance(state["model"], dict):
+            raise ValueError("bounds and origin must have 3 values and the model must be a state dict")
+        check_bounds(lo, hi, origin)
     except KeyError as exc:
         raise CheckpointError(f"{path}: malformed occnet checkpoint (no {exc} entry)") from None
     except (TypeError, ValueError) as exc:
         raise CheckpointError(f"{path}: malformed occnet checkpoint ({exc})") from None
-    return Checkpoint(state, arch, lo, hi)
+    return Checkpoint(state, arch, lo, hi, origin)

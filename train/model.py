@@ -1,7 +1,8 @@
 """The occupancy network: world coordinates in, one logit out.
 
-The module normalises its input itself (a fixed affine map of the data box onto [-1, 1] along the longest
-side, kept as buffers), so training data, the checkpoint and the exported ONNX model all speak world units.
+Its input is points relative to a float64 ``origin`` (the data box's centre), in float32, so data far from
+zero keeps its precision; the module then maps the box onto [-1, 1] along the longest side itself (a fixed
+affine map kept as buffers), so the checkpoint and the ONNX model speak world units less the origin.
 """
 
 from __future__ import annotations
@@ -21,13 +22,13 @@ class OccNet(nn.Module):
     projections (Tancik et al. 2020), the projection matrix a buffer so it is saved and exported.
     """
 
-    def __init__(self, arch: Architecture, bounds_min, bounds_max, seed: int = 0) -> None:
+    def __init__(self, arch: Architecture, bounds_min, bounds_max, origin=(0.0, 0.0, 0.0), seed: int = 0) -> None:
         super().__init__()
         self.arch = arch
-        lo = torch.tensor(bounds_min, dtype=torch.float32)
-        hi = torch.tensor(bounds_max, dtype=torch.float32)
-        self.register_buffer("centre", (lo + hi) / 2)
-        self.register_buffer("scale", 2.0 / (hi - lo).max().reshape(1))
+        lo = torch.tensor(bounds_min, dtype=torch.float64) - torch.tensor(origin, dtype=torch.float64)
+        hi = torch.tensor(bounds_max, dtype=torch.float64) - torch.tensor(origin, dtype=torch.float64)
+        self.register_buffer("centre", ((lo + hi) / 2).float())
+        self.register_buffer("scale", (2.0 / (hi - lo).max().reshape(1)).float())
         width = 3
         if arch.encoding == "fourier":
             generator = torch.Generator().manual_seed(seed)
@@ -41,7 +42,7 @@ class OccNet(nn.Module):
         self.net = nn.Sequential(*layers)
 
     def forward(self, points: torch.Tensor) -> torch.Tensor:
-        """``points (N, 3) float32`` world coordinates -> ``(N,) float32`` occupancy logits."""
+        """``points (N, 3) float32`` relative to the origin -> ``(N,) float32`` occupancy logits."""
         x = (points - self.centre) * self.scale
         if self.arch.encoding == "fourier":
             projected = x @ self.fourier_basis

@@ -173,13 +173,14 @@ def fit(data: PointSet, config: TrainConfig, files: RunFiles, *, resume: bool = 
     device = resolve_device(config.device)
     torch.manual_seed(config.seed)
 
-    points = torch.from_numpy(data.points)
+    origin = tuple(float(v) for v in (np.asarray(data.bounds_min) + np.asarray(data.bounds_max)) / 2)
+    points = torch.from_numpy((data.points - np.asarray(origin)).astype(np.float32))   # float64 subtraction
     labels = torch.from_numpy(data.labels)
     train_idx, val_idx = split(len(points), config.val_fraction, config.seed)
     x_train, y_train = points[train_idx].to(device), labels[train_idx].to(device)
     x_val, y_val = points[val_idx].to(device), labels[val_idx].to(device)
 
-    model = OccNet(config.architecture, data.bounds_min, data.bounds_max, config.seed).to(device)
+    model = OccNet(config.architecture, data.bounds_min, data.bounds_max, origin, config.seed).to(device)
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, fused=True)
     steps_per_epoch = math.ceil(len(x_train) / config.batch_size)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_cosine(config.epochs * steps_per_epoch))
@@ -191,7 +192,8 @@ def fit(data: PointSet, config: TrainConfig, files: RunFiles, *, resume: bool = 
 
     record = {"config": asdict(config), "data_source": data.source, "data_sha256": data.sha256,
               "architecture": asdict(config.architecture), "bounds_min": list(data.bounds_min),
-              "bounds_max": list(data.bounds_max), "versions": versions(), **(extra or {})}
+              "bounds_max": list(data.bounds_max), "origin": list(origin), "versions": versions(),
+              **(extra or {})}
     # a resumed run whose best.pt is gone writes a new one at its next epoch
     best_loss = min((m.val_loss for m in history), default=math.inf) if files.best.exists() else math.inf
     for epoch in range(first_epoch, config.epochs + 1):
