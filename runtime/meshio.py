@@ -30,16 +30,22 @@ def check_mesh_output(path: Path, inputs: Iterable[Path] = ()) -> bool:
     return check_output(Path(path), inputs)
 
 
+MERGE_RELATIVE = 1e-10
+"""Vertices closer than this times the mesh's largest extent are one vertex."""
+
+
 def read_mesh(path: Path) -> trimesh.Trimesh:
-    """Read a triangle mesh (scenes are merged into one); raises :class:`InputError` for a missing or
-    unreadable file, one without triangles, or NaN/inf vertices."""
+    """Read a triangle mesh (scenes are merged into one, each part with its transform) and join its
+    duplicate vertices with a tolerance relative to its size, not trimesh's absolute 1e-8, which tears small
+    parts (a 5 mm part in metres) and merges nothing useful far from the origin. Raises :class:`InputError`
+    for a missing or unreadable file, one without triangles, or NaN/inf vertices."""
     path = Path(path)
     if path.is_dir():
         raise InputError(f"{path} is a folder, not a mesh file")
     if not path.is_file():
         raise InputError(f"mesh file not found: {path}")
     try:
-        mesh = trimesh.load(str(path), force="mesh")
+        mesh = trimesh.load(str(path), force="mesh", process=False)
     except ImportError:   # trimesh falls back to optional text-encoding helpers on garbled or truncated files
         raise InputError(f"{path}: cannot read as a mesh (truncated or malformed file)") from None
     except Exception as exc:  # trimesh raises many untyped errors for unreadable files
@@ -48,6 +54,7 @@ def read_mesh(path: Path) -> trimesh.Trimesh:
         raise InputError(f"{path}: contains no triangles")
     if not np.all(np.isfinite(mesh.vertices)):
         raise InputError(f"{path}: has NaN or infinite vertex coordinates")
+    mesh.merge_vertices(digits_vertex=_decimals(mesh.vertices, MERGE_RELATIVE))
     return mesh
 
 
@@ -56,8 +63,21 @@ def write_mesh(mesh: trimesh.Trimesh, path: Path) -> None:
     vertices (PLY as binary doubles; trimesh's own PLY writer rounds to float32, which moves vertices far from
     the origin by up to 0.06 at 1e6); STL and GLB are float32 by definition."""
     file_type = mesh_format(path)
-    data = _ply_float64(mesh) if file_type == "ply" else mesh.export(file_type=file_type)
+    if file_type == "ply":
+        data = _ply_float64(mesh)
+    elif file_type in ("obj", "off"):                   # decimals enough for 1e-12 of the extent
+        data = mesh.export(file_type=file_type, digits=_decimals(mesh.vertices, 1e-12))
+    else:
+        data = mesh.export(file_type=file_type)
     write_bytes_atomic(Path(path), data.encode() if isinstance(data, str) else data)
+
+
+def _decimals(vertices: np.ndarray, relative: float) -> int:
+    """Decimal places that resolve ``relative`` times the largest extent of ``vertices``, at most as many as
+    keep every coordinate, scaled to an integer, inside int64 (what trimesh rounds with)."""
+    extent = max(float(np.ptp(vertices, axis=0).max()), 1e-300)
+    largest = max(float(np.abs(vertices).max()), 1e-300)
+    return int(min(-np.floor(np.log10(extent * relative)), 18 - np.ceil(np.log10(largest))))
 
 
 def _ply_float64(mesh: trimesh.Trimesh) -> bytes:

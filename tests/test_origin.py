@@ -3,11 +3,12 @@ float32 coordinates relative to it; the runtime subtracts and adds it in float64
 
 import numpy as np
 import onnx
+import pytest
 import trimesh
 
 from occnet.runtime.contract import MetaKey, ModelInfo
-from occnet.runtime.mesher import mesh_model
-from occnet.runtime.meshio import write_mesh
+from occnet.runtime.mesher import mesh_field, mesh_model
+from occnet.runtime.meshio import read_mesh, write_mesh
 from occnet.runtime.session import OccupancyModel
 from occnet.runtime.settings import MeshSettings
 
@@ -71,3 +72,32 @@ def test_models_without_an_origin_still_load(trained_onnx, tmp_path):
     proto.metadata_props.extend(kept)
     onnx.save(proto, tmp_path / "old.onnx")
     assert OccupancyModel(tmp_path / "old.onnx", device="cpu").info.origin == (0.0, 0.0, 0.0)
+
+
+@pytest.mark.parametrize("scale,shift", [(1e-6, 0.0), (1e-6, 1e4), (0.005, 0.0), (0.005, 1e7), (1.0, 1e7),
+                                         (1e6, 0.0), (1e6, 1e7)])
+def test_meshes_re_read_watertight_at_any_scale_and_offset(tmp_path, scale, shift):
+    """Merging at a tolerance relative to the mesh (not trimesh's absolute 1e-8) and writing enough digits keep
+    marching cubes' nearly coincident vertices apart: a 5 mm part in metres, a micrometre part, 1e7 away."""
+    from conftest import sphere_logits
+
+    centre = np.array([0.1, -0.2, 0.05]) * scale + shift
+    mesh, stats = mesh_field(sphere_logits(centre, 0.6 * scale, 50 / scale), np.full(3, shift - scale),
+                             np.full(3, shift + scale), MeshSettings(resolution=32))
+    assert stats.watertight
+    for suffix in (".ply", ".obj", ".off"):
+        write_mesh(mesh, tmp_path / f"m{suffix}")
+        back = read_mesh(tmp_path / f"m{suffix}")
+        assert back.is_watertight and len(back.vertices) == len(mesh.vertices), suffix
+        assert np.abs(np.sort(back.vertices, axis=0) - np.sort(mesh.vertices, axis=0)).max() < 1e-9 * scale
+
+
+@pytest.mark.parametrize("scale,shift", [(1e-6, 0.0), (1.0, 1e6), (1e6, 1e7)])
+def test_occ_train_accepts_closed_meshes_at_any_scale_and_offset(tmp_path, scale, shift):
+    from occnet.train.sampling import load_mesh
+
+    part = trimesh.creation.box((2.0, 1.0, 0.5))
+    part.vertices = part.vertices * scale + shift
+    part.export(tmp_path / "part.obj", digits=20)
+    loaded = load_mesh(tmp_path / "part.obj")
+    assert loaded.is_watertight and len(loaded.faces) == 12

@@ -68,9 +68,9 @@ def demo_points(config: SamplingConfig, seed: int) -> PointSet:
 
 
 def load_mesh(path: Path) -> trimesh.Trimesh:
-    """Read a closed triangle mesh, merging duplicate vertices; refuse one whose inside is undefined."""
+    """Read a closed triangle mesh (duplicate vertices merged at its own scale); refuse one whose inside is
+    undefined."""
     mesh = read_mesh(path)
-    mesh.merge_vertices()
     mesh.update_faces(mesh.nondegenerate_faces())
     if not mesh.is_watertight:
         trimesh.repair.fill_holes(mesh)
