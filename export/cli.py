@@ -22,11 +22,11 @@ def occ_export(
     = True,
 ) -> None:
     """Export a checkpoint to ONNX with its bounds, architecture and metrics as metadata."""
-    from occnet.export.onnx_export import ERROR_FACTOR, check_export_output, export_checkpoint
+    from occnet.export.onnx_export import ERROR_FACTOR, export_checkpoint
 
-    if check_export_output(checkpoint, output):
-        typer.echo(f"note: replacing the existing {output}", err=True)
     report = export_checkpoint(checkpoint, output, opset, verify)
+    if report.replaced:
+        typer.echo(f"note: replaced the existing {output}", err=True)
     a = report.agreement
     check = (f"against the network in float64 on {a.points:,} points: onnxruntime error {a.onnx_error:.2e}, "
              f"PyTorch float32 error {a.torch_error:.2e} (limit {ERROR_FACTOR:g}x), max |onnxruntime - "

@@ -75,6 +75,7 @@ class ExportReport:
     size_bytes: int
     opset: int
     agreement: Agreement | None
+    replaced: bool
 
 
 def check_export_output(checkpoint: Path, output: Path) -> bool:
@@ -89,7 +90,7 @@ def check_export_output(checkpoint: Path, output: Path) -> bool:
 def export_checkpoint(checkpoint: Path, output: Path, opset: int | None = None, verify: bool = True,
                       verify_points: int = 200_000, seed: int = 0) -> ExportReport:
     """Export ``checkpoint`` to ``output`` (atomically) with occnet metadata; verify it unless told not to."""
-    check_export_output(checkpoint, output)
+    replaced = check_export_output(checkpoint, output)
     ckpt = load_checkpoint(checkpoint)
     try:
         model = ckpt.network()
@@ -106,7 +107,7 @@ def export_checkpoint(checkpoint: Path, output: Path, opset: int | None = None, 
     with atomic_path(output) as tmp:
         tmp.write_bytes(data)
         agreement = verify_model(model, tmp, verify_points, seed) if verify else None
-    return ExportReport(output, len(data), used_opset, agreement)
+    return ExportReport(output, len(data), used_opset, agreement, replaced)
 
 
 def to_onnx(model: OccNet, opset: int | None) -> onnx.ModelProto:

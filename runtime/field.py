@@ -36,7 +36,7 @@ SAFETY = 1.5
 """How many times steeper than the typical slope at the surface the field may get near a hidden feature
 (see :func:`adaptive_field`)."""
 CORNERS = np.array(list(itertools.product((0, 1), repeat=3)))
-"""Corner offsets of a cell in the order of :func:`_cell_corners`: corner ``4 * dx + 2 * dy + dz``."""
+"""Corner offsets of a cell in the order of :func:`cell_corners`: corner ``4 * dx + 2 * dy + dz``."""
 SLOPE_QUANTILE = 0.5
 """Which quantile of the slopes measured across the surface stands for the typical slope."""
 PAD_DEPTH = 1e6
@@ -64,7 +64,7 @@ class Evaluator:
     and highest logit, reports progress."""
 
     def __init__(self, fn: LogitFn, grid: Grid, batch_size: int, progress: Progress | None = None) -> None:
-        if batch_size < 1:
+        if batch_size < 1:                          # before any work (dense_field slices by it too)
             raise InputError(f"batch size must be >= 1, got {batch_size}")
         self.fn, self.grid, self.batch_size, self.progress = fn, grid, batch_size, progress
         self.points_evaluated = 0
@@ -162,7 +162,7 @@ class BrickStorage:
         self.table[bricks[:, 0], bricks[:, 1], bricks[:, 2]] = rows
         self.bricks[rows] = bricks
         self.values[self.count:need] = np.nan
-        edge = np.flatnonzero(np.any((bricks == 0) | ((bricks + 1) * BRICK >= self.n + 1), axis=1))
+        edge = np.flatnonzero(np.any([self._pad[a][bricks[:, a]].any(axis=1) for a in range(3)], axis=0))
         for row, brick in zip(rows[edge], bricks[edge]):     # bricks on the border: fill in their pad
             pad = self._pad[0][brick[0]][:, None, None] | self._pad[1][brick[1]][None, :, None] \
                 | self._pad[2][brick[2]][None, None, :]
@@ -236,7 +236,7 @@ def adaptive_field(fn: LogitFn, grid: Grid, level: float, batch_size: int, progr
     lattice = np.full(lattice_shape, level - PAD_DEPTH, np.float32)
     real = np.all((padded >= 1) & (padded <= n), axis=-1)
     lattice[real] = evaluate(padded[real] - 1)
-    corners = [c[0] for c in _cell_corners(lattice[None])]            # 8 x (bricks)
+    corners = [c[0] for c in cell_corners(lattice[None])]             # 8 x (bricks)
     slopes = _typical_slopes(lattice[None], BRICK * spacing, level)
     keep = _may_hold_surface(corners, level, _reach(slopes, BRICK, spacing))
     rows = storage.rows(np.argwhere(keep))
@@ -246,7 +246,7 @@ def adaptive_field(fn: LogitFn, grid: Grid, level: float, batch_size: int, progr
         coarse = storage.values[:storage.count, ::step, ::step, ::step]
         reach = _reach(_typical_slopes(coarse, step * spacing, level), step, spacing)
         step //= 2
-        _evaluate_children(storage, evaluate, _cell_corners(coarse), reach, step)
+        _evaluate_children(storage, evaluate, cell_corners(coarse), reach, step)
     _evaluate_grid_samples(storage, evaluate, _typical_slopes(storage.values[:storage.count, ::2, ::2, ::2],
                                                                2 * spacing, level), spacing)
     _follow_surface(storage, evaluate)
@@ -260,37 +260,58 @@ def _reach(slopes: tuple[float, float], step: int, spacing: float) -> tuple[floa
     return SAFETY * slopes[0] * half_diagonal, SAFETY * slopes[1] * half_diagonal
 
 
-def _cell_corners(v: np.ndarray) -> list[np.ndarray]:
+def cell_corners(v: np.ndarray) -> list[np.ndarray]:
     """Corner values of the cells of lattices ``v (K, a, b, c)``: 8 views ``(K, a-1, b-1, c-1)``, corner
     ``4 * dx + 2 * dy + dz`` (no copy: the callers reduce over them one at a time)."""
     a, b, c = (s - 1 for s in v.shape[1:])
     return [v[:, dx:dx + a, dy:dy + b, dz:dz + c] for dx in (0, 1) for dy in (0, 1) for dz in (0, 1)]
 
 
-def _any(views: list[np.ndarray]) -> np.ndarray:
+def any_of(views: list[np.ndarray]) -> np.ndarray:
+    """Element-wise OR of boolean arrays."""
     out = views[0].copy()
     for view in views[1:]:
         out |= view
     return out
 
 
-def _all(views: list[np.ndarray]) -> np.ndarray:
+def all_of(views: list[np.ndarray]) -> np.ndarray:
+    """Element-wise AND of boolean arrays."""
     out = views[0].copy()
     for view in views[1:]:
         out &= view
     return out
 
 
-def _may_hold_surface(corners: np.ndarray, level: float, reach: tuple[float, float]) -> np.ndarray:
-    """Cells (corner values ``(8, ...)``, all known) that change sign or have an inside corner within
-    ``reach[0]`` or an outside one within ``reach[1]`` of ``level``; a cell with an unknown corner (its parent
-    was not split) is not split either."""
+def sign_change(corners: list[np.ndarray], level: float) -> tuple[np.ndarray, np.ndarray]:
+    """Cells (corner values: 8 views, NaN unknown) whose 8 corners are known and not all on one side of
+    ``level``, and cells whose 8 corners are known: two boolean arrays."""
     inside = [c > level for c in corners]
-    change = _any(inside) & ~_all(inside)
-    with np.errstate(invalid="ignore"):                                 # NaN compares False
-        near = _any([(c > level - reach[1]) & (c < level + reach[0]) for c in corners])
-        known = _all([c == c for c in corners])
-    return (change | near) & known
+    known = all_of([c == c for c in corners])
+    return any_of(inside) & ~all_of(inside) & known, known
+
+
+def _near(corner: np.ndarray, level: float, reach: tuple[float, float]) -> np.ndarray:
+    """Corner values within ``reach[0]`` above or ``reach[1]`` below ``level`` (NaN: False)."""
+    with np.errstate(invalid="ignore"):
+        return (corner > level - reach[1]) & (corner < level + reach[0])
+
+
+def _may_hold_surface(corners: list[np.ndarray], level: float, reach: tuple[float, float]) -> np.ndarray:
+    """Cells (corner values: 8 views) that change sign or have an inside corner within ``reach[0]`` or an
+    outside one within ``reach[1]`` of ``level``; a cell with an unknown corner (its parent was not split) is
+    not split either."""
+    change, known = sign_change(corners, level)
+    return change | (any_of([_near(c, level, reach) for c in corners]) & known)
+
+
+def _mark_corners(need: np.ndarray, cells: np.ndarray, stride: int, origin=(0, 0, 0)) -> None:
+    """``need (K, ...) |=`` the 8 corners of the unit cells ``cells (K, m, m, m)`` marks, the cell ``(i, j, k)``
+    having its lowest corner at ``origin + stride * (i, j, k)`` on ``need``'s lattice."""
+    m = cells.shape[1]
+    for offset in CORNERS:
+        x, y, z = np.add(origin, offset)
+        need[:, x:x + stride * m:stride, y:y + stride * m:stride, z:z + stride * m:stride] |= cells
 
 
 def _typical_slopes(v: np.ndarray, length: float, level: float) -> tuple[float, float]:
@@ -311,8 +332,8 @@ def _typical_slopes(v: np.ndarray, length: float, level: float) -> tuple[float, 
     slopes = [float(np.quantile(e, SLOPE_QUANTILE)) / length if len(e) else None
               for e in (np.concatenate(found[0]), np.concatenate(found[1]))]
     inside, outside = slopes
-    return (inside if inside is not None else outside if outside is not None else math.inf,
-            outside if outside is not None else inside if inside is not None else math.inf)
+    inside, outside = (inside if inside is not None else outside), (outside if outside is not None else inside)
+    return (math.inf if inside is None else inside), (math.inf if outside is None else outside)
 
 
 def _along(v: np.ndarray, axis: int, start: int, stop: int) -> np.ndarray:
@@ -325,10 +346,8 @@ def _along(v: np.ndarray, axis: int, start: int, stop: int) -> np.ndarray:
 def _brick_corners(lattice: np.ndarray, bricks: np.ndarray) -> np.ndarray:
     """The lattice values at the 8 corners of each brick: ``(M, 2, 2, 2)``."""
     out = np.empty((len(bricks), 2, 2, 2), np.float32)
-    for dx in (0, 1):
-        for dy in (0, 1):
-            for dz in (0, 1):
-                out[:, dx, dy, dz] = lattice[bricks[:, 0] + dx, bricks[:, 1] + dy, bricks[:, 2] + dz]
+    for dx, dy, dz in CORNERS:
+        out[:, dx, dy, dz] = lattice[bricks[:, 0] + dx, bricks[:, 1] + dy, bricks[:, 2] + dz]
     return out
 
 
@@ -339,16 +358,10 @@ def _evaluate_children(storage: BrickStorage, evaluate: Evaluator, corners: list
     level (every point of that child lies within half the parent's diagonal of ``c``; the other children
     are farther from ``c`` than its logit allows, and nearer their own corners, which allow nothing)."""
     level, count, m = storage.level, storage.count, corners[0].shape[1]
-    inside = [c > level for c in corners]
-    known = _all([c == c for c in corners])
-    change = _any(inside) & ~_all(inside) & known
+    change, known = sign_change(corners, level)
     need = np.zeros((count,) + (2 * m + 1,) * 3, bool)
-    for (dx, dy, dz), corner in zip(CORNERS, corners):
-        with np.errstate(invalid="ignore"):                                    # NaN compares False
-            child = change | ((corner > level - reach[1]) & (corner < level + reach[0]) & known)
-        for ex, ey, ez in CORNERS:                                             # the child's own 8 corners
-            x, y, z = dx + ex, dy + ey, dz + ez
-            need[:, x:x + 2 * m:2, y:y + 2 * m:2, z:z + 2 * m:2] |= child
+    for octant, corner in zip(CORNERS, corners):
+        _mark_corners(need, change | (_near(corner, level, reach) & known), 2, octant)
     values = storage.values[:count, ::step, ::step, ::step]
     _evaluate_where(storage, evaluate, np.arange(count), need & np.isnan(values), step)
 
@@ -360,17 +373,11 @@ def _evaluate_grid_samples(storage: BrickStorage, evaluate: Evaluator, slopes: t
     the samples ``x`` with ``|v_i - level| <= SAFETY * slope * |x - c_i|`` at every corner ``c_i`` (the surface
     reaches a sample only through ground the slope can cover from every corner)."""
     level, count = storage.level, storage.count
-    coarse = storage.values[:count, ::2, ::2, ::2]
-    corners = _cell_corners(coarse)
-    inside = [c > level for c in corners]
-    known = _all([c == c for c in corners])
-    change = _any(inside) & ~_all(inside) & known
+    corners = cell_corners(storage.values[:count, ::2, ::2, ::2])
+    change, _ = sign_change(corners, level)
     need = np.zeros((count,) + (BRICK + 1,) * 3, bool)
-    m = BRICK // 2
-    for dx in range(3):
-        for dy in range(3):
-            for dz in range(3):
-                need[:, dx:dx + 2 * m:2, dy:dy + 2 * m:2, dz:dz + 2 * m:2] |= change
+    for octant in CORNERS:                                          # every child of a cell that changes sign
+        _mark_corners(need, change, 2, octant)
     near = _may_hold_surface(corners, level, _reach(slopes, 2, spacing)) & ~change
     rows, i, j, k = np.nonzero(near)
     if len(rows):
@@ -407,16 +414,14 @@ def _follow_surface(storage: BrickStorage, evaluate: Evaluator) -> None:
     work = np.arange(storage.count)
     while len(work):
         while len(work):
-            v = storage.values[work]
+            # all rows (the first pass): a view, not a copy of every brick
+            v = storage.values[:storage.count] if len(work) == storage.count else storage.values[work]
             known = ~np.isnan(v)
             inside = v > level
-            grow = (_any(_cell_corners(inside)) & _any(_cell_corners(~inside & known))
-                    & ~_all(_cell_corners(known)))
+            grow = (any_of(cell_corners(inside)) & any_of(cell_corners(~inside & known))
+                    & ~all_of(cell_corners(known)))
             need = np.zeros_like(known)
-            for dx in (0, 1):
-                for dy in (0, 1):
-                    for dz in (0, 1):
-                        need[:, dx:dx + BRICK, dy:dy + BRICK, dz:dz + BRICK] |= grow
+            _mark_corners(need, grow, 1)
             need &= ~known
             changed = need.any(axis=(1, 2, 3))
             _evaluate_where(storage, evaluate, work[changed], need[changed], 1)
@@ -444,15 +449,15 @@ def _cross_faces(storage: BrickStorage) -> np.ndarray:
             rows, target = rows[ok], target[ok]
             if not len(rows):
                 continue
-            faces = np.take(storage.values[rows], side, axis=axis + 1)
+            faces = face[rows]
             neighbours = storage.rows(target)
-            theirs = np.take(storage.values[neighbours], other, axis=axis + 1)
+            index = [neighbours, slice(None), slice(None), slice(None)]
+            index[axis + 1] = other                                   # the neighbours' facing sides only
+            theirs = storage.values[tuple(index)]
             fill = np.isnan(theirs) & ~np.isnan(faces)
             if not fill.any():
                 continue
             theirs[fill] = faces[fill]
-            index = [neighbours, slice(None), slice(None), slice(None)]
-            index[axis + 1] = other
             storage.values[tuple(index)] = theirs
             gained.append(neighbours[fill.any(axis=(1, 2))])
     return np.unique(np.concatenate(gained)) if gained else np.zeros(0, np.int64)

@@ -12,7 +12,7 @@ import trimesh
 from skimage import measure
 
 from occnet.runtime.errors import EmptySurfaceError, InputError
-from occnet.runtime.field import BRICK, PAD_DEPTH, Block, Field
+from occnet.runtime.field import BRICK, PAD_DEPTH, Block, Field, cell_corners, sign_change
 
 
 def extract_mesh(field: Field, level: float) -> trimesh.Trimesh:
@@ -56,30 +56,16 @@ def _march(block: Block, level: float) -> tuple[np.ndarray, np.ndarray] | None:
     change sign. Vertices in grid index coordinates ``(V, 3) float64``; None when nothing is meshed."""
     values, mask = block.values, None
     if not block.complete:
-        known = ~np.isnan(values)
-        inside = values > level
-        cells = _all_corners(known) & _any_corner(inside) & ~_all_corners(inside)
+        cells = sign_change(cell_corners(values[None]), level)[0][0]
         if not cells.any():
             return None
-        values = np.where(known, values, np.float32(level - PAD_DEPTH))
+        values = np.where(np.isnan(values), np.float32(level - PAD_DEPTH), values)
         mask = _upper_corner_mask(cells)
     verts, faces, _, _ = measure.marching_cubes(values, level, mask=mask, allow_degenerate=False,
                                                 gradient_direction="ascent")
     if len(faces) == 0:
         return None
     return verts.astype(np.float64) + np.array(block.origin), faces.astype(np.int64)
-
-
-def _all_corners(flags: np.ndarray) -> np.ndarray:
-    """Per cell (by lowest corner), whether the flag holds at all 8 corners: ``(a, b, c) -> (a-1, b-1, c-1)``."""
-    return (flags[:-1, :-1, :-1] & flags[1:, :-1, :-1] & flags[:-1, 1:, :-1] & flags[:-1, :-1, 1:]
-            & flags[1:, 1:, :-1] & flags[1:, :-1, 1:] & flags[:-1, 1:, 1:] & flags[1:, 1:, 1:])
-
-
-def _any_corner(flags: np.ndarray) -> np.ndarray:
-    """Per cell, whether the flag holds at any of its 8 corners."""
-    return (flags[:-1, :-1, :-1] | flags[1:, :-1, :-1] | flags[:-1, 1:, :-1] | flags[:-1, :-1, 1:]
-            | flags[1:, 1:, :-1] | flags[1:, :-1, 1:] | flags[:-1, 1:, 1:] | flags[1:, 1:, 1:])
 
 
 def filter_components(mesh: trimesh.Trimesh, largest_only: bool = False, min_faces: int = 0) -> trimesh.Trimesh:
