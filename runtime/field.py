@@ -32,11 +32,14 @@ Progress = Callable[[int], None]
 BRICK = 16
 """Cells per side of a brick (a power of two); a brick stores its ``BRICK + 1``^3 corner samples, so
 neighbouring bricks share the samples of their common face."""
+STACK = 16
+"""Bricks handed to marching cubes at once, stacked along x: few calls, and stacked coordinates (below
+``STACK * (BRICK + 1)``) keep as many float32 digits as the whole grid's would at 256^3."""
 SAFETY = 1.5
 """How many times steeper than the typical slope at the surface the field may get near a hidden feature
 (see :func:`adaptive_field`)."""
 CORNERS = np.array(list(itertools.product((0, 1), repeat=3)))
-"""Corner offsets of a cell in the order of :func:`cell_corners`: corner ``4 * dx + 2 * dy + dz``."""
+"""Corner offsets ``(dx, dy, dz)`` of a cell."""
 SLOPE_QUANTILE = 0.5
 """Which quantile of the slopes measured across the surface stands for the typical slope."""
 PAD_DEPTH = 1e6
@@ -83,13 +86,14 @@ class Evaluator:
 
 @dataclass(frozen=True)
 class Block:
-    """A box of samples for marching cubes: ``values (a, b, c) float32`` whose sample ``[0, 0, 0]`` is grid
-    index ``origin`` (-1 where it starts with the pad). ``complete``: every sample is known and every cell is
-    to be meshed; otherwise only cells with 8 known corners are (NaN: never evaluated)."""
+    """Boxes of samples for marching cubes, stacked along x: ``values (B * a, b, c) float32`` holds ``B`` boxes of
+    ``(a, b, c)`` samples, box ``t``'s sample ``[0, 0, 0]`` being grid index ``origins[t]`` (``(B, 3) int64``; -1
+    where it starts with the pad). ``mask`` is scikit-image's: the cells to mesh, each named by its upper corner
+    (so a cell straddling two boxes is never named); None: every cell (one box, every sample known)."""
 
-    origin: tuple[int, int, int]
     values: np.ndarray
-    complete: bool
+    origins: np.ndarray
+    mask: np.ndarray | None
 
 
 class DenseStorage:
@@ -107,9 +111,9 @@ class DenseStorage:
         v = self.values
         border = (v[0], v[-1], v[:, 0], v[:, -1], v[:, :, 0], v[:, :, -1])
         if any(bool((face > level).any()) for face in border):
-            yield Block((-1, -1, -1), np.pad(v, 1, constant_values=level - PAD_DEPTH), True)
+            yield Block(np.pad(v, 1, constant_values=level - PAD_DEPTH), np.full((1, 3), -1), None)
         else:
-            yield Block((0, 0, 0), v, True)
+            yield Block(v, np.zeros((1, 3), np.int64), None)
 
 
 class BrickStorage:
@@ -174,9 +178,19 @@ class BrickStorage:
         return self.bricks[rows] * BRICK + local - 1
 
     def blocks(self, level: float) -> Iterator[Block]:
-        """One block per brick; a brick owns all of its cells (neighbours share samples, not cells)."""
-        for row in range(self.count):
-            yield Block(tuple(int(v) for v in self.bricks[row] * BRICK - 1), self.values[row], False)
+        """Bricks ``STACK`` at a time (their rows are consecutive, so stacking them along x is a view), masked to
+        the cells whose 8 corners are known and change sign; a brick owns all of its cells (neighbours share
+        samples, not cells)."""
+        for start in range(0, self.count, STACK):
+            values = self.values[start:start + STACK][:self.count - start]
+            cells = crossing_cells(values, level)[0]
+            if not cells.any():
+                continue
+            mask = np.zeros(values.shape, bool)
+            mask[:, 1:, 1:, 1:] = cells
+            size = BRICK + 1
+            yield Block(values.reshape(-1, size, size), self.bricks[start:start + len(values)] * BRICK - 1,
+                        mask.reshape(-1, size, size))
 
 
 @dataclass
@@ -236,9 +250,8 @@ def adaptive_field(fn: LogitFn, grid: Grid, level: float, batch_size: int, progr
     lattice = np.full(lattice_shape, level - PAD_DEPTH, np.float32)
     real = np.all((padded >= 1) & (padded <= n), axis=-1)
     lattice[real] = evaluate(padded[real] - 1)
-    corners = [c[0] for c in cell_corners(lattice[None])]             # 8 x (bricks)
     slopes = _typical_slopes(lattice[None], BRICK * spacing, level)
-    keep = _may_hold_surface(corners, level, _reach(slopes, BRICK, spacing))
+    keep = _may_hold_surface(lattice[None], level, _reach(slopes, BRICK, spacing))[0]
     rows = storage.rows(np.argwhere(keep))
     storage.values[rows, ::BRICK, ::BRICK, ::BRICK] = _brick_corners(lattice, storage.bricks[rows])
     step = BRICK
@@ -246,7 +259,7 @@ def adaptive_field(fn: LogitFn, grid: Grid, level: float, batch_size: int, progr
         coarse = storage.values[:storage.count, ::step, ::step, ::step]
         reach = _reach(_typical_slopes(coarse, step * spacing, level), step, spacing)
         step //= 2
-        _evaluate_children(storage, evaluate, cell_corners(coarse), reach, step)
+        _evaluate_children(storage, evaluate, reach, step)
     _evaluate_grid_samples(storage, evaluate, _typical_slopes(storage.values[:storage.count, ::2, ::2, ::2],
                                                                2 * spacing, level), spacing)
     _follow_surface(storage, evaluate)
@@ -260,58 +273,48 @@ def _reach(slopes: tuple[float, float], step: int, spacing: float) -> tuple[floa
     return SAFETY * slopes[0] * half_diagonal, SAFETY * slopes[1] * half_diagonal
 
 
-def cell_corners(v: np.ndarray) -> list[np.ndarray]:
-    """Corner values of the cells of lattices ``v (K, a, b, c)``: 8 views ``(K, a-1, b-1, c-1)``, corner
-    ``4 * dx + 2 * dy + dz`` (no copy: the callers reduce over them one at a time)."""
-    a, b, c = (s - 1 for s in v.shape[1:])
-    return [v[:, dx:dx + a, dy:dy + b, dz:dz + c] for dx in (0, 1) for dy in (0, 1) for dz in (0, 1)]
+def corner_count(marks: np.ndarray) -> np.ndarray:
+    """How many of its 8 corners ``marks (K, a, b, c) bool`` marks, per cell: ``(K, a-1, b-1, c-1) uint8``, by one
+    pairwise sum per axis (three passes instead of eight strided views)."""
+    s = marks.view(np.uint8)
+    s = s[:, 1:] + s[:, :-1]
+    s = s[:, :, 1:] + s[:, :, :-1]
+    return s[:, :, :, 1:] + s[:, :, :, :-1]
 
 
-def any_of(views: list[np.ndarray]) -> np.ndarray:
-    """Element-wise OR of boolean arrays."""
-    out = views[0].copy()
-    for view in views[1:]:
-        out |= view
-    return out
+def crossing_cells(v: np.ndarray, level: float) -> tuple[np.ndarray, np.ndarray]:
+    """For lattices ``v (K, a, b, c)`` (NaN: unknown): the cells whose 8 corners are known and not all on one side
+    of ``level``, and the cells whose 8 corners are known: two ``(K, a-1, b-1, c-1) bool``."""
+    inside = corner_count(v > level)
+    complete = corner_count(v == v) == 8
+    return complete & (inside > 0) & (inside < 8), complete
 
 
-def all_of(views: list[np.ndarray]) -> np.ndarray:
-    """Element-wise AND of boolean arrays."""
-    out = views[0].copy()
-    for view in views[1:]:
-        out &= view
-    return out
+def _corners_of(cells: np.ndarray) -> np.ndarray:
+    """The samples that are a corner of a cell ``cells (K, a, b, c) bool`` marks: ``(K, a+1, b+1, c+1) bool``,
+    spread one axis at a time."""
+    for axis in (1, 2, 3):
+        shape = list(cells.shape)
+        shape[axis] += 1
+        out = np.zeros(shape, bool)
+        _along(out, axis, 0, shape[axis] - 1)[...] = cells
+        _along(out, axis, 1, shape[axis])[...] |= cells
+        cells = out
+    return cells
 
 
-def sign_change(corners: list[np.ndarray], level: float) -> tuple[np.ndarray, np.ndarray]:
-    """Cells (corner values: 8 views, NaN unknown) whose 8 corners are known and not all on one side of
-    ``level``, and cells whose 8 corners are known: two boolean arrays."""
-    inside = [c > level for c in corners]
-    known = all_of([c == c for c in corners])
-    return any_of(inside) & ~all_of(inside) & known, known
-
-
-def _near(corner: np.ndarray, level: float, reach: tuple[float, float]) -> np.ndarray:
-    """Corner values within ``reach[0]`` above or ``reach[1]`` below ``level`` (NaN: False)."""
+def _near(v: np.ndarray, level: float, reach: tuple[float, float]) -> np.ndarray:
+    """Samples within ``reach[0]`` above or ``reach[1]`` below ``level`` (NaN: False)."""
     with np.errstate(invalid="ignore"):
-        return (corner > level - reach[1]) & (corner < level + reach[0])
+        return (v > level - reach[1]) & (v < level + reach[0])
 
 
-def _may_hold_surface(corners: list[np.ndarray], level: float, reach: tuple[float, float]) -> np.ndarray:
-    """Cells (corner values: 8 views) that change sign or have an inside corner within ``reach[0]`` or an
+def _may_hold_surface(v: np.ndarray, level: float, reach: tuple[float, float]) -> np.ndarray:
+    """Cells of lattices ``v (K, a, b, c)`` that change sign or have an inside corner within ``reach[0]`` or an
     outside one within ``reach[1]`` of ``level``; a cell with an unknown corner (its parent was not split) is
     not split either."""
-    change, known = sign_change(corners, level)
-    return change | (any_of([_near(c, level, reach) for c in corners]) & known)
-
-
-def _mark_corners(need: np.ndarray, cells: np.ndarray, stride: int, origin=(0, 0, 0)) -> None:
-    """``need (K, ...) |=`` the 8 corners of the unit cells ``cells (K, m, m, m)`` marks, the cell ``(i, j, k)``
-    having its lowest corner at ``origin + stride * (i, j, k)`` on ``need``'s lattice."""
-    m = cells.shape[1]
-    for offset in CORNERS:
-        x, y, z = np.add(origin, offset)
-        need[:, x:x + stride * m:stride, y:y + stride * m:stride, z:z + stride * m:stride] |= cells
+    change, complete = crossing_cells(v, level)
+    return change | ((corner_count(_near(v, level, reach)) > 0) & complete)
 
 
 def _typical_slopes(v: np.ndarray, length: float, level: float) -> tuple[float, float]:
@@ -321,14 +324,27 @@ def _typical_slopes(v: np.ndarray, length: float, level: float) -> tuple[float, 
     with no such edge takes the other's; where the lattice shows no surface at all, the network has said
     nothing yet and every cell is split (infinite slope)."""
     found: tuple[list, list] = ([], [])
+    real = np.abs(v - level) < PAD_DEPTH / 2                       # known and not the pad (NaN compares False)
+    inside = v > level
     for axis in range(1, 4):
-        a, b, c = (_along(v, axis, k, v.shape[axis] - 2 + k) for k in range(3))
-        ia, ib, ic = a > level, b > level, c > level
-        for far, side_far, other, side_other in ((a, ia, c, ic), (c, ic, a, ia)):
-            edge = np.abs(far - b)
-            known = (edge < PAD_DEPTH / 2) & (np.abs(other - level) < PAD_DEPTH / 2)   # NaN compares False
-            for side, wanted in ((0, True), (1, False)):
-                found[side].append(edge[known & (ib == wanted) & (side_far == wanted) & (side_other != wanted)])
+        n = v.shape[axis]
+        # neighbours p, p + 1 on both sides of the level: the edges to p - 1 and to p + 2 are the slopes there
+        lower, upper = _along(inside, axis, 0, n - 1), _along(inside, axis, 1, n)
+        crossing = (lower != upper) & _along(real, axis, 0, n - 1) & _along(real, axis, 1, n)
+        where = list(np.nonzero(crossing))
+        p = where[axis]
+        for near, far in ((p, p - 1), (p + 1, p + 2)):
+            ok = (far >= 0) & (far < n)
+            index = [w[ok] for w in where]
+            values = []
+            for position in (near[ok], far[ok]):
+                index[axis] = position
+                values.append(v[tuple(index)])
+            side = values[0] > level
+            edge = np.abs(values[1] - values[0])
+            keep = (edge < PAD_DEPTH / 2) & ((values[1] > level) == side)
+            found[0].append(edge[keep & side])
+            found[1].append(edge[keep & ~side])
     slopes = [float(np.quantile(e, SLOPE_QUANTILE)) / length if len(e) else None
               for e in (np.concatenate(found[0]), np.concatenate(found[1]))]
     inside, outside = slopes
@@ -351,17 +367,21 @@ def _brick_corners(lattice: np.ndarray, bricks: np.ndarray) -> np.ndarray:
     return out
 
 
-def _evaluate_children(storage: BrickStorage, evaluate: Evaluator, corners: list[np.ndarray],
-                       reach: tuple[float, float], step: int) -> None:
-    """Split cells (corner values: 8 views ``(K, m, m, m)``) into children of side ``step``: all eight where the
-    corners change sign; elsewhere the child at corner ``c`` where ``c``'s logit is within ``reach`` of the
-    level (every point of that child lies within half the parent's diagonal of ``c``; the other children
-    are farther from ``c`` than its logit allows, and nearer their own corners, which allow nothing)."""
-    level, count, m = storage.level, storage.count, corners[0].shape[1]
-    change, known = sign_change(corners, level)
-    need = np.zeros((count,) + (2 * m + 1,) * 3, bool)
-    for octant, corner in zip(CORNERS, corners):
-        _mark_corners(need, change | (_near(corner, level, reach) & known), 2, octant)
+def _evaluate_children(storage: BrickStorage, evaluate: Evaluator, reach: tuple[float, float], step: int) -> None:
+    """Split the cells of side ``2 * step`` into children of side ``step``: all eight where the corners change
+    sign; elsewhere the child at corner ``c`` where ``c``'s logit is within ``reach`` of the level (every point
+    of that child lies within half the parent's diagonal of ``c``; the other children are farther from ``c``
+    than its logit allows, and nearer their own corners, which allow nothing)."""
+    level, count = storage.level, storage.count
+    coarse = storage.values[:count, ::2 * step, ::2 * step, ::2 * step]
+    change, complete = crossing_cells(coarse, level)
+    near = _near(coarse, level, reach)
+    m = change.shape[1]
+    # child (dx, dy, dz) of cell (i, j, k) is fine cell (2i + dx, 2j + dy, 2k + dz): this layout reshapes to it
+    children = np.empty((count, m, 2, m, 2, m, 2), bool)
+    for dx, dy, dz in CORNERS:
+        children[:, :, dx, :, dy, :, dz] = change | (near[:, dx:dx + m, dy:dy + m, dz:dz + m] & complete)
+    need = _corners_of(children.reshape(count, 2 * m, 2 * m, 2 * m))
     values = storage.values[:count, ::step, ::step, ::step]
     _evaluate_where(storage, evaluate, np.arange(count), need & np.isnan(values), step)
 
@@ -373,15 +393,15 @@ def _evaluate_grid_samples(storage: BrickStorage, evaluate: Evaluator, slopes: t
     the samples ``x`` with ``|v_i - level| <= SAFETY * slope * |x - c_i|`` at every corner ``c_i`` (the surface
     reaches a sample only through ground the slope can cover from every corner)."""
     level, count = storage.level, storage.count
-    corners = cell_corners(storage.values[:count, ::2, ::2, ::2])
-    change, _ = sign_change(corners, level)
-    need = np.zeros((count,) + (BRICK + 1,) * 3, bool)
-    for octant in CORNERS:                                          # every child of a cell that changes sign
-        _mark_corners(need, change, 2, octant)
-    near = _may_hold_surface(corners, level, _reach(slopes, 2, spacing)) & ~change
+    coarse = storage.values[:count, ::2, ::2, ::2]
+    change, _ = crossing_cells(coarse, level)
+    m = change.shape[1]
+    halves = np.broadcast_to(change[:, :, None, :, None, :, None], (count, m, 2, m, 2, m, 2))
+    need = _corners_of(halves.reshape(count, 2 * m, 2 * m, 2 * m))   # every grid cell of a crossing cell
+    near = _may_hold_surface(coarse, level, _reach(slopes, 2, spacing)) & ~change
     rows, i, j, k = np.nonzero(near)
     if len(rows):
-        values = np.stack([c[rows, i, j, k] for c in corners], axis=1)                  # (M, 8)
+        values = np.stack([coarse[rows, i + dx, j + dy, k + dz] for dx, dy, dz in CORNERS], axis=1)  # (M, 8)
         allowance = np.where(values > level, SAFETY * slopes[0], SAFETY * slopes[1]) * spacing
         reach = (np.abs(values - level) / allowance).astype(np.float32)  # how far (in samples) each corner says
         lower = 2 * np.stack([i, j, k], axis=1)
@@ -416,13 +436,9 @@ def _follow_surface(storage: BrickStorage, evaluate: Evaluator) -> None:
         while len(work):
             # all rows (the first pass): a view, not a copy of every brick
             v = storage.values[:storage.count] if len(work) == storage.count else storage.values[work]
-            known = ~np.isnan(v)
-            inside = v > level
-            grow = (any_of(cell_corners(inside)) & any_of(cell_corners(~inside & known))
-                    & ~all_of(cell_corners(known)))
-            need = np.zeros_like(known)
-            _mark_corners(need, grow, 1)
-            need &= ~known
+            known = v == v
+            inside, seen = corner_count(v > level), corner_count(known)     # inside samples are known
+            need = _corners_of((inside > 0) & (seen > inside) & (seen < 8)) & ~known
             changed = need.any(axis=(1, 2, 3))
             _evaluate_where(storage, evaluate, work[changed], need[changed], 1)
             work = work[changed]

@@ -13,7 +13,7 @@ from occnet.runtime.grid import Grid
 from occnet.runtime.machine import available_bytes
 from occnet.runtime.session import OccupancyModel
 from occnet.runtime.settings import MeshSettings, probability_to_logit
-from occnet.runtime.surface import extract_mesh, filter_components
+from occnet.runtime.surface import extract_mesh, filter_components, is_closed
 
 BASE_BYTES = 300 * 2**20
 """Libraries and onnxruntime's session, before any field (peak RSS of a tiny extraction)."""
@@ -83,7 +83,7 @@ def mesh_field(fn: LogitFn, bounds_min, bounds_max, settings: MeshSettings = Mes
     done = time.perf_counter()
     stats = MeshStats(settings.method, provider, settings.resolution, grid.shape, field.points_evaluated,
                       round(inferred - start, 4), round(done - inferred, 4), round(done - start, 4),
-                      field.nbytes, len(mesh.vertices), len(mesh.faces), bool(mesh.is_watertight))
+                      field.nbytes, len(mesh.vertices), len(mesh.faces), is_closed(mesh.faces))
     return mesh, stats
 
 

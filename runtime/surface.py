@@ -12,7 +12,7 @@ import trimesh
 from skimage import measure
 
 from occnet.runtime.errors import EmptySurfaceError, InputError
-from occnet.runtime.field import BRICK, PAD_DEPTH, Block, Field, cell_corners, sign_change
+from occnet.runtime.field import Block, Field
 
 
 def extract_mesh(field: Field, level: float) -> trimesh.Trimesh:
@@ -32,40 +32,49 @@ def extract_mesh(field: Field, level: float) -> trimesh.Trimesh:
     verts = np.concatenate([v for v, _ in pieces])
     faces = np.concatenate([f + start for (_, f), start in zip(pieces, starts)])
     # Caps closing a surface cut by the box lie between the last sample and the pad: put them on the box.
-    # Vertices that then share one point in float32 grid coordinates (the copies two bricks made of a seam
-    # vertex, cap vertices on the box face, vertices of a sample exactly at the level) are one vertex, as
-    # scikit-image makes them on the whole volume; faces that collapse are dropped.
     n = np.array(field.grid.shape)
-    verts = np.clip(verts, 0, n - 1).astype(np.float32)
-    # only these can coincide: on a brick face, on the box, or on a sample (all coordinates whole numbers)
-    whole = verts == np.round(verts)
-    on_plane = whole & (((verts + 1) % BRICK == 0) | (verts == 0) | (verts == n - 1))
-    maybe = np.flatnonzero(on_plane.any(axis=1) | whole.all(axis=1))
-    _, first, inverse = np.unique(verts[maybe], axis=0, return_index=True, return_inverse=True)
-    target = np.arange(len(verts))
-    target[maybe] = maybe[first[inverse.reshape(-1)]]
-    faces = target[faces]
+    verts = np.clip(verts, 0, n - 1)
+    # Every vertex lies on a grid edge, so it is named by the edge: its lower sample and the axis along which
+    # its coordinate is fractional (3: on the sample itself). The copies two blocks made of a seam vertex, cap
+    # vertices on the box face and vertices of a sample exactly at the level share a name and become one
+    # vertex, as scikit-image makes them on the whole volume; faces that collapse are dropped.
+    lower = np.floor(verts)
+    fractional = verts != lower
+    axis = np.where(fractional.any(axis=1), np.argmax(fractional, axis=1), 3)
+    lower = lower.astype(np.int64)
+    key = ((lower[:, 0] * n[1] + lower[:, 1]) * n[2] + lower[:, 2]) * 4 + axis
+    _, first, inverse = np.unique(key, return_index=True, return_inverse=True)
+    faces = first[inverse.reshape(-1)][faces]
     faces = faces[(faces[:, 0] != faces[:, 1]) & (faces[:, 1] != faces[:, 2]) & (faces[:, 0] != faces[:, 2])]
-    used, faces = np.unique(faces, return_inverse=True)
-    verts = verts[used]
-    return trimesh.Trimesh(field.grid.to_world(verts), faces.reshape(-1, 3), process=False)
+    used = np.zeros(len(verts), bool)
+    used[faces] = True
+    number = np.cumsum(used) - 1                                      # new index of each vertex kept
+    verts = verts[used].astype(np.float32)
+    return trimesh.Trimesh(field.grid.to_world(verts), number[faces], process=False)
+
+
+def is_closed(faces: np.ndarray) -> bool:
+    """Whether every edge of ``faces (F, 3) int`` is shared by exactly two faces (trimesh's ``is_watertight``,
+    by one sort of integer edge keys)."""
+    if len(faces) == 0:
+        return False
+    a, b = faces.reshape(-1), np.roll(faces, -1, axis=1).reshape(-1)
+    key = np.sort(np.minimum(a, b).astype(np.int64) * (int(faces.max()) + 1) + np.maximum(a, b))
+    return bool(np.all(key[0::2] == key[1::2]) and np.all(key[1:-1:2] != key[2::2]))
 
 
 def _march(block: Block, level: float) -> tuple[np.ndarray, np.ndarray] | None:
-    """Marching cubes on ``block``: every cell if it is complete, else the cells whose 8 corners are known and
-    change sign. Vertices in grid index coordinates ``(V, 3) float64``; None when nothing is meshed."""
-    values, mask = block.values, None
-    if not block.complete:
-        cells = sign_change(cell_corners(values[None]), level)[0][0]
-        if not cells.any():
-            return None
-        values = np.where(np.isnan(values), np.float32(level - PAD_DEPTH), values)
-        mask = _upper_corner_mask(cells)
-    verts, faces, _, _ = measure.marching_cubes(values, level, mask=mask, allow_degenerate=False,
+    """Marching cubes on ``block``'s masked cells (unknown samples, NaN, lie only outside the mask). Vertices in
+    grid index coordinates ``(V, 3) float64``; None when nothing is meshed."""
+    verts, faces, _, _ = measure.marching_cubes(block.values, level, mask=block.mask, allow_degenerate=True,
                                                 gradient_direction="ascent")
     if len(faces) == 0:
         return None
-    return verts.astype(np.float64) + np.array(block.origin), faces.astype(np.int64)
+    length = block.values.shape[0] // len(block.origins)                # each box's extent along x
+    box = (verts[:, 0] // length).astype(np.int64)
+    verts = verts.astype(np.float64)
+    verts[:, 0] -= box * length
+    return verts + block.origins[box], faces.astype(np.int64)
 
 
 def filter_components(mesh: trimesh.Trimesh, largest_only: bool = False, min_faces: int = 0) -> trimesh.Trimesh:
@@ -82,11 +91,3 @@ def filter_components(mesh: trimesh.Trimesh, largest_only: bool = False, min_fac
         if not parts:
             raise EmptySurfaceError(f"every component has fewer than {min_faces} faces")
     return trimesh.util.concatenate(parts) if len(parts) > 1 else parts[0]
-
-
-def _upper_corner_mask(cells: np.ndarray) -> np.ndarray:
-    """scikit-image's ``mask`` has the volume's shape and names a cell by its upper corner; ``cells (a-1, b-1,
-    c-1)`` name it by its lower one."""
-    mask = np.zeros(tuple(s + 1 for s in cells.shape), bool)
-    mask[1:, 1:, 1:] = cells
-    return mask
