@@ -40,6 +40,14 @@ SAFETY = 1.5
 (see :func:`adaptive_field`)."""
 CORNERS = np.array(list(itertools.product((0, 1), repeat=3)))
 """Corner offsets ``(dx, dy, dz)`` of a cell."""
+OFFSETS = np.array([o for o in itertools.product(range(3), repeat=3) if 1 in o])
+"""The 19 grid samples of a cell of side 2 that are not its corners, as offsets from its lowest corner."""
+OFFSET_DISTANCES = np.linalg.norm(OFFSETS[:, None, :] - 2 * CORNERS[None], axis=2).astype(np.float32)
+"""``(19, 8)``: distance in samples from each of ``OFFSETS`` to each corner."""
+EVERY_CORNER = np.ones(8, bool).view(np.uint64)[0]
+"""Eight True bytes read as one machine word."""
+CELLS_AT_ONCE = 65536
+"""Cells of side 2 whose samples are weighed at once (bounds the working arrays to a few MiB)."""
 SLOPE_QUANTILE = 0.5
 """Which quantile of the slopes measured across the surface stands for the typical slope."""
 PAD_DEPTH = 1e6
@@ -274,8 +282,8 @@ def _reach(slopes: tuple[float, float], step: int, spacing: float) -> tuple[floa
 
 
 def corner_count(marks: np.ndarray) -> np.ndarray:
-    """How many of its 8 corners ``marks (K, a, b, c) bool`` marks, per cell: ``(K, a-1, b-1, c-1) uint8``, by one
-    pairwise sum per axis (three passes instead of eight strided views)."""
+    """Per cell, the sum over its 8 corners of ``marks (K, a, b, c) bool or uint8`` (below 32 each): ``(K, a-1, b-1,
+    c-1) uint8``, by one pairwise sum per axis (three passes instead of eight strided views)."""
     s = marks.view(np.uint8)
     s = s[:, 1:] + s[:, :-1]
     s = s[:, :, 1:] + s[:, :, :-1]
@@ -285,9 +293,16 @@ def corner_count(marks: np.ndarray) -> np.ndarray:
 def crossing_cells(v: np.ndarray, level: float) -> tuple[np.ndarray, np.ndarray]:
     """For lattices ``v (K, a, b, c)`` (NaN: unknown): the cells whose 8 corners are known and not all on one side
     of ``level``, and the cells whose 8 corners are known: two ``(K, a-1, b-1, c-1) bool``."""
-    inside = corner_count(v > level)
-    complete = corner_count(v == v) == 8
+    inside, known = _inside_and_known(v, level)
+    complete = known == 8
     return complete & (inside > 0) & (inside < 8), complete
+
+
+def _inside_and_known(v: np.ndarray, level: float) -> tuple[np.ndarray, np.ndarray]:
+    """Per cell of lattices ``v (K, a, b, c)``: how many corners are inside and how many are known (inside ones
+    are), two ``(K, a-1, b-1, c-1) uint8`` from one :func:`corner_count` of both packed in one byte."""
+    packed = corner_count((v > level).view(np.uint8) * np.uint8(16) + (v == v).view(np.uint8))
+    return packed >> 4, packed & 15
 
 
 def _corners_of(cells: np.ndarray) -> np.ndarray:
@@ -399,31 +414,29 @@ def _evaluate_grid_samples(storage: BrickStorage, evaluate: Evaluator, slopes: t
     halves = np.broadcast_to(change[:, :, None, :, None, :, None], (count, m, 2, m, 2, m, 2))
     need = _corners_of(halves.reshape(count, 2 * m, 2 * m, 2 * m))   # every grid cell of a crossing cell
     near = _may_hold_surface(coarse, level, _reach(slopes, 2, spacing)) & ~change
-    rows, i, j, k = np.nonzero(near)
-    if len(rows):
+    allowance = np.float32(SAFETY * spacing) * np.array(slopes, np.float32)       # logits per sample, in / out
+    found = np.nonzero(near)
+    for start in range(0, len(found[0]), CELLS_AT_ONCE):
+        rows, i, j, k = (f[start:start + CELLS_AT_ONCE] for f in found)
         values = np.stack([coarse[rows, i + dx, j + dy, k + dz] for dx, dy, dz in CORNERS], axis=1)  # (M, 8)
-        allowance = np.where(values > level, SAFETY * slopes[0], SAFETY * slopes[1]) * spacing
-        reach = (np.abs(values - level) / allowance).astype(np.float32)  # how far (in samples) each corner says
-        lower = 2 * np.stack([i, j, k], axis=1)
-        for offset in itertools.product(range(3), repeat=3):
-            if all(o != 1 for o in offset):
-                continue                                                  # a corner: known already
-            distance = np.linalg.norm(np.array(offset) - 2 * CORNERS, axis=1).astype(np.float32)
-            feasible = np.flatnonzero(np.all(reach <= distance, axis=1))
-            local = lower[feasible] + offset
-            need[rows[feasible], local[:, 0], local[:, 1], local[:, 2]] = True
+        reach = np.abs(values - level) / np.where(values > level, allowance[0], allowance[1])   # in samples
+        allowed = reach[:, None, :] <= OFFSET_DISTANCES                # (M, 19, 8): each corner's say
+        cell, offset = np.nonzero(allowed.view(np.uint64)[..., 0] == EVERY_CORNER)   # 8 bools read as one word
+        local = 2 * np.stack([i[cell], j[cell], k[cell]], axis=1) + OFFSETS[offset]
+        need[rows[cell], local[:, 0], local[:, 1], local[:, 2]] = True
     _evaluate_where(storage, evaluate, np.arange(count), need & np.isnan(storage.values[:count]), 1)
 
 
 def _evaluate_where(storage: BrickStorage, evaluate: Evaluator, rows: np.ndarray, mask: np.ndarray,
                     step: int) -> None:
-    """Evaluate the samples ``mask (K, a, b, c)`` marks on the step-``step`` lattice of bricks ``rows (K,)``."""
-    which, *local = np.nonzero(mask)
-    if len(which) == 0:
-        return
-    rows = rows[which]
-    local = np.stack(local, axis=1) * step
-    storage.values[rows, local[:, 0], local[:, 1], local[:, 2]] = evaluate(storage.grid_index(rows, local))
+    """Evaluate the samples ``mask (K, a, b, c)`` marks on the step-``step`` lattice of bricks ``rows (K,)``, one
+    batch at a time (no index arrays for all of them at once)."""
+    marked = np.flatnonzero(mask)
+    for start in range(0, len(marked), evaluate.batch_size):
+        which, *local = np.unravel_index(marked[start:start + evaluate.batch_size], mask.shape)
+        brick = rows[which]
+        local = np.stack(local, axis=1) * step
+        storage.values[brick, local[:, 0], local[:, 1], local[:, 2]] = evaluate(storage.grid_index(brick, local))
 
 
 def _follow_surface(storage: BrickStorage, evaluate: Evaluator) -> None:
@@ -431,18 +444,31 @@ def _follow_surface(storage: BrickStorage, evaluate: Evaluator) -> None:
     carry known samples of brick faces crossed by the surface into the neighbouring bricks, until nothing
     new appears."""
     level = storage.level
-    work = np.arange(storage.count)
+    work = _unsettled(storage)
     while len(work):
         while len(work):
-            # all rows (the first pass): a view, not a copy of every brick
-            v = storage.values[:storage.count] if len(work) == storage.count else storage.values[work]
-            known = v == v
-            inside, seen = corner_count(v > level), corner_count(known)     # inside samples are known
-            need = _corners_of((inside > 0) & (seen > inside) & (seen < 8)) & ~known
+            v = storage.values[work]
+            inside, seen = _inside_and_known(v, level)
+            need = _corners_of((inside > 0) & (seen > inside) & (seen < 8)) & np.isnan(v)
             changed = need.any(axis=(1, 2, 3))
             _evaluate_where(storage, evaluate, work[changed], need[changed], 1)
             work = work[changed]
         work = _cross_faces(storage)
+
+
+def _unsettled(storage: BrickStorage) -> np.ndarray:
+    """Rows of the bricks with a cell of side 2 that holds known samples on both sides of the level and unknown
+    ones: only there can a grid cell's known corners change sign with others unknown (each grid cell lies in
+    one cell of side 2). Counted over each cell's 27 samples, two strided sums per axis."""
+    v = storage.values[:storage.count]
+    level = storage.level
+    code = (v > level).astype(np.uint16) * np.uint16(32) + (v == v)     # inside count * 32 + known count
+    for axis in (1, 2, 3):
+        n = code.shape[axis]
+        code = sum(_along(code, axis, start, n - 2 + start)[(slice(None),) * axis + (slice(None, None, 2),)]
+                   for start in range(3))
+    inside, known = code >> 5, code & 31
+    return np.flatnonzero(((inside > 0) & (known > inside) & (known < 27)).any(axis=(1, 2, 3)))
 
 
 def _cross_faces(storage: BrickStorage) -> np.ndarray:

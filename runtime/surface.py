@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import numpy as np
 import trimesh
+from scipy import sparse
 from skimage import measure
 
 from occnet.runtime.errors import EmptySurfaceError, InputError
-from occnet.runtime.field import Block, Field
+from occnet.runtime.field import BRICK, Block, Field
 
 
 def extract_mesh(field: Field, level: float) -> trimesh.Trimesh:
@@ -37,14 +38,20 @@ def extract_mesh(field: Field, level: float) -> trimesh.Trimesh:
     # Every vertex lies on a grid edge, so it is named by the edge: its lower sample and the axis along which
     # its coordinate is fractional (3: on the sample itself). The copies two blocks made of a seam vertex, cap
     # vertices on the box face and vertices of a sample exactly at the level share a name and become one
-    # vertex, as scikit-image makes them on the whole volume; faces that collapse are dropped.
+    # vertex, as scikit-image makes them on the whole volume; faces that collapse are dropped. Only vertices
+    # on a brick's face or the box's, or on a sample, can have a copy: the others keep their own.
     lower = np.floor(verts)
-    fractional = verts != lower
+    whole = verts == lower
+    plane = whole & (((lower + 1) % BRICK == 0) | (lower == 0) | (lower == n - 1))
+    maybe = np.flatnonzero(plane.any(axis=1) | whole.all(axis=1))
+    fractional = ~whole[maybe]
     axis = np.where(fractional.any(axis=1), np.argmax(fractional, axis=1), 3)
-    lower = lower.astype(np.int64)
-    key = ((lower[:, 0] * n[1] + lower[:, 1]) * n[2] + lower[:, 2]) * 4 + axis
+    corner = lower[maybe].astype(np.int64)
+    key = ((corner[:, 0] * n[1] + corner[:, 1]) * n[2] + corner[:, 2]) * 4 + axis
     _, first, inverse = np.unique(key, return_index=True, return_inverse=True)
-    faces = first[inverse.reshape(-1)][faces]
+    target = np.arange(len(verts))
+    target[maybe] = maybe[first[inverse.reshape(-1)]]
+    faces = target[faces]
     faces = faces[(faces[:, 0] != faces[:, 1]) & (faces[:, 1] != faces[:, 2]) & (faces[:, 0] != faces[:, 2])]
     used = np.zeros(len(verts), bool)
     used[faces] = True
@@ -55,12 +62,14 @@ def extract_mesh(field: Field, level: float) -> trimesh.Trimesh:
 
 def is_closed(faces: np.ndarray) -> bool:
     """Whether every edge of ``faces (F, 3) int`` is shared by exactly two faces (trimesh's ``is_watertight``,
-    by one sort of integer edge keys)."""
+    counted in a sparse matrix, without sorting)."""
     if len(faces) == 0:
         return False
     a, b = faces.reshape(-1), np.roll(faces, -1, axis=1).reshape(-1)
-    key = np.sort(np.minimum(a, b).astype(np.int64) * (int(faces.max()) + 1) + np.maximum(a, b))
-    return bool(np.all(key[0::2] == key[1::2]) and np.all(key[1:-1:2] != key[2::2]))
+    size = int(faces.max()) + 1
+    shared = sparse.coo_matrix((np.ones(len(a), np.int32), (np.minimum(a, b), np.maximum(a, b))),
+                               shape=(size, size)).tocsr()         # duplicates summed: faces on each edge
+    return bool(np.all(shared.data == 2))
 
 
 def _march(block: Block, level: float) -> tuple[np.ndarray, np.ndarray] | None:
