@@ -6,10 +6,14 @@ Cases, each in its own process so that peak memory (max RSS) is its own:
             marching cubes on the full volume (needs torch; demo only)
   dense     occnet dense onnxruntime extraction at a given --batch-size: the reference mesh
   adaptive  occnet's default: coarse-to-fine, split where the logits allow a surface, bricks along the band
+  mise      ONet's MISE: its compiled libmise (build it from ONet's im2mesh/utils/libmise with
+            `cythonize -i mise.pyx` and put the folder on PYTHONPATH), 32^3 voxels refined to resolution - 1,
+            dense grid, marching cubes, timed as ONet runs it; needs resolution = 32 * 2^k + 1 (257, 513)
 All timings include grid construction, inference and marching cubes, not model loading or file writing.
 "same as dense" compares the adaptive mesh's faces with the dense one's (vertices matched within 1e-5).
 
     python benchmarks/bench_mesh.py [--models demo tube] [--resolutions 256 512 1024] [--threads 2]
+    python benchmarks/bench_mesh.py --mise [--resolutions 257 513] [--threads 2]
 """
 
 from __future__ import annotations
@@ -57,6 +61,36 @@ def run_occnet(model_name: str, method: str, resolution: int, batch_size: int, t
             "watertight": stats.watertight, "field_mib": stats.field_bytes / 2**20}
 
 
+def run_mise(model_name: str, resolution: int, batch_size: int, threads: int) -> dict:
+    """ONet's generation with MISE, as its ``Generator3D.generate_from_latent`` runs it: the compiled libmise
+    (32^3 voxels, ``resolution - 1 = 32 * 2^k``) queried and updated until no point is left, ``to_dense``, the
+    grid padded with -1e6 and marching cubes. The network is the same onnxruntime session as occnet's, on
+    the cube over the model's box (ONet meshes a cube), ``batch_size`` points at a time."""
+    from mise import MISE
+    from skimage import measure
+
+    from occnet.runtime import OccupancyModel
+
+    depth = int(np.log2((resolution - 1) // 32))
+    if resolution - 1 != 32 * 2**depth:
+        raise SystemExit(f"--mise needs resolution = 32 * 2^k + 1, got {resolution}")
+    model = OccupancyModel(ROOT / "models" / f"{model_name}.onnx", device="cpu", threads=threads)
+    lo, hi = np.array(model.info.bounds_min), np.array(model.info.bounds_max)
+    side = float(np.max(hi - lo))
+    start = time.perf_counter()
+    extractor = MISE(32, depth, 0.0)
+    points, evaluated = extractor.query(), 0
+    while len(points):
+        world = (lo + hi) / 2 + side * (points / extractor.resolution - 0.5)
+        values = np.concatenate([model.logits(world[i:i + batch_size]) for i in range(0, len(world), batch_size)])
+        extractor.update(points, values.astype(np.float64))
+        evaluated += len(points)
+        points = extractor.query()
+    grid = np.pad(extractor.to_dense(), 1, constant_values=-1e6)
+    _, faces, _, _ = measure.marching_cubes(grid, 0.0)
+    return {"seconds": time.perf_counter() - start, "points_evaluated": evaluated, "faces": len(faces)}
+
+
 def same_as_dense(model_name: str, resolution: int) -> str:
     """Whether the adaptive mesh has the dense mesh's faces: vertices matched within 1e-5 (brick-local and
     whole-volume marching cubes may round a coordinate one float32 step apart), faces as position triples."""
@@ -83,8 +117,12 @@ def peak_rss_mib() -> float:
 
 
 def case(args: argparse.Namespace) -> None:
-    result = (run_seed(args.resolution) if args.case == "seed"
-              else run_occnet(args.model, args.case, args.resolution, args.batch_size, args.threads))
+    if args.case == "seed":
+        result = run_seed(args.resolution)
+    elif args.case == "mise":
+        result = run_mise(args.model, args.resolution, args.batch_size, args.threads)
+    else:
+        result = run_occnet(args.model, args.case, args.resolution, args.batch_size, args.threads)
     result["peak_mib"] = peak_rss_mib()
     print(json.dumps(result))
 
@@ -96,9 +134,23 @@ def measure(model: str, name: str, resolution: int, batch_size: int, threads: in
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
+def compare_mise(args: argparse.Namespace) -> None:
+    print("| model | resolution | method | points evaluated | seconds | faces | vs MISE |")
+    print("|---|---|---|---|---|---|---|")
+    for model in args.models:
+        for res in args.resolutions:
+            mise = measure(model, "mise", res, args.batch_size, args.threads)
+            ours = measure(model, "adaptive", res, args.batch_size, args.threads)
+            for name, r in (("ONet MISE (libmise, 32^3 start)", mise),
+                            ("adaptive (default)", ours)):
+                print(f"| {model} | {res} | {name} | {r['points_evaluated']:,} | {r['seconds']:.2f} | "
+                      f"{r['faces']:,} | {mise['seconds'] / r['seconds']:.1f}x |", flush=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--case", choices=["seed", "dense", "adaptive"])
+    parser.add_argument("--case", choices=["seed", "dense", "adaptive", "mise"])
+    parser.add_argument("--mise", action="store_true", help="compare with ONet's MISE instead of dense")
     parser.add_argument("--model", default="demo")
     parser.add_argument("--models", nargs="+", default=["demo", "tube"])
     parser.add_argument("--resolution", type=int, default=256)
@@ -111,6 +163,9 @@ def main() -> None:
     OUT.mkdir(parents=True, exist_ok=True)
     if args.case:
         case(args)
+        return
+    if args.mise:
+        compare_mise(args)
         return
     print("| model | resolution | method | points evaluated | seconds | peak MiB | field MiB | faces | watertight "
           "| same as dense | vs seed | vs dense |")

@@ -5,13 +5,24 @@ import tracemalloc
 
 import numpy as np
 import pytest
+import trimesh
 from conftest import mesh_difference, sphere_logits
 
 from occnet.runtime.errors import InputError, ResourceError
-from occnet.runtime.field import BRICK, adaptive_field, dense_field
+from occnet.runtime.field import (
+    BRICK,
+    PAD_DEPTH,
+    _corners_of,
+    _typical_slopes,
+    adaptive_field,
+    corner_count,
+    crossing_cells,
+    dense_field,
+)
 from occnet.runtime.grid import Grid
 from occnet.runtime.mesher import mesh_field
 from occnet.runtime.settings import MeshSettings
+from occnet.runtime.surface import is_closed
 from occnet.train.shapes import DEMO_BOUNDS, demo_sdf
 
 BOX = ((-1, -1, -1), (1, 1, 1))
@@ -137,3 +148,56 @@ def test_bad_batch_size():
                  lambda: adaptive_field(two_spheres, Grid.from_bounds(*BOX, 16), 0.0, 0)):
         with pytest.raises(InputError, match="batch size"):
             make()
+
+
+def brute_crossing(v, level):
+    """Reference for crossing_cells: every cell's 8 corners read one by one."""
+    k, a, b, c = (s - 1 for s in v.shape)
+    change, complete = np.zeros((v.shape[0], a, b, c), bool), np.zeros((v.shape[0], a, b, c), bool)
+    for n, x, y, z in np.ndindex(v.shape[0], a, b, c):
+        corners = v[n, x:x + 2, y:y + 2, z:z + 2]
+        complete[n, x, y, z] = not np.isnan(corners).any()
+        change[n, x, y, z] = complete[n, x, y, z] and (corners > level).any() and not (corners > level).all()
+    return change, complete
+
+
+def test_cell_helpers_match_a_corner_by_corner_reading():
+    rng = np.random.default_rng(3)
+    v = rng.normal(size=(3, 6, 5, 7)).astype(np.float32)
+    v[rng.random(v.shape) < 0.15] = np.nan
+    change, complete = crossing_cells(v, 0.2)
+    expected = brute_crossing(v, 0.2)
+    assert np.array_equal(change, expected[0]) and np.array_equal(complete, expected[1])
+    assert change.any() and (complete & ~change).any() and (~complete).any()
+    cells = rng.random((2, 4, 3, 5)) < 0.1
+    corners = _corners_of(cells)
+    brute = np.zeros((2, 5, 4, 6), bool)
+    for n, x, y, z in zip(*np.nonzero(cells)):
+        brute[n, x:x + 2, y:y + 2, z:z + 2] = True
+    assert np.array_equal(corners, brute)
+    marks = rng.random((2, 5, 4, 6)) < 0.5
+    assert np.array_equal(corner_count(marks), brute_count(marks))
+
+
+def brute_count(marks):
+    return sum(marks[:, dx:dx + marks.shape[1] - 1, dy:dy + marks.shape[2] - 1, dz:dz + marks.shape[3] - 1]
+               for dx in (0, 1) for dy in (0, 1) for dz in (0, 1)).astype(np.uint8)
+
+
+def test_slopes_count_only_edges_between_known_samples_off_the_pad():
+    # along x: inside samples 3, 2 then outside -1, -4; the pad (far below) and unknowns must not count
+    v = np.full((1, 6, 1, 1), np.nan, np.float32)
+    v[0, :, 0, 0] = [level_pad := -PAD_DEPTH, 3.0, 2.0, -1.0, -4.0, level_pad]
+    inside, outside = _typical_slopes(v, 0.5, 0.0)
+    assert inside == pytest.approx(1.0 / 0.5) and outside == pytest.approx(3.0 / 0.5)
+    v[0, 1, 0, 0] = np.nan                      # no inside edge left: the outside slope stands for both
+    assert _typical_slopes(v, 0.5, 0.0) == (pytest.approx(6.0), pytest.approx(6.0))
+    assert _typical_slopes(np.full((1, 4, 1, 1), 1.0, np.float32), 0.5, 0.0) == (np.inf, np.inf)
+
+
+def test_is_closed_counts_the_faces_on_every_edge():
+    sphere = trimesh.creation.icosphere(3)
+    assert is_closed(sphere.faces) and sphere.is_watertight
+    assert not is_closed(sphere.faces[1:])                              # a hole
+    assert not is_closed(np.concatenate([sphere.faces, sphere.faces[:1]]))   # an edge on three faces
+    assert not is_closed(np.zeros((0, 3), np.int64))
