@@ -33,8 +33,7 @@ BRICK = 16
 """Cells per side of a brick (a power of two); a brick stores its ``BRICK + 1``^3 corner samples, so
 neighbouring bricks share the samples of their common face."""
 STACK = 16
-"""Bricks handed to marching cubes at once, stacked along x: few calls, and stacked coordinates (below
-``STACK * (BRICK + 1)``) keep as many float32 digits as the whole grid's would at 256^3."""
+"""Bricks handed to marching cubes at once, stacked along x (one call for up to ``STACK`` bricks)."""
 SAFETY = 1.5
 """How many times steeper than the typical slope at the surface the field may get near a hidden feature
 (see :func:`adaptive_field`)."""
@@ -94,14 +93,46 @@ class Evaluator:
 
 @dataclass(frozen=True)
 class Block:
-    """Boxes of samples for marching cubes, stacked along x: ``values (B * a, b, c) float32`` holds ``B`` boxes of
-    ``(a, b, c)`` samples, box ``t``'s sample ``[0, 0, 0]`` being grid index ``origins[t]`` (``(B, 3) int64``; -1
-    where it starts with the pad). ``mask`` is scikit-image's: the cells to mesh, each named by its upper corner
-    (so a cell straddling two boxes is never named); None: every cell (one box, every sample known)."""
+    """Bricks of samples for marching cubes, stacked along x: ``values (STACK * (BRICK + 1), BRICK + 1, BRICK + 1)
+    float32`` holds ``STACK`` bricks (NaN: unknown, or no brick in that place), brick ``t``'s sample ``[0, 0, 0]``
+    being grid index ``origins[t]`` (``(STACK, 3) int64``; -1 where it starts with the pad). ``mask`` is
+    scikit-image's: the cells to mesh (8 known corners that change sign), each named by its upper corner, so a
+    cell straddling two bricks is never named."""
 
     values: np.ndarray
     origins: np.ndarray
-    mask: np.ndarray | None
+    mask: np.ndarray
+
+
+def stacked_blocks(bricks: np.ndarray, fetch: Callable[[np.ndarray], np.ndarray], level: float) -> Iterator[Block]:
+    """The bricks ``(M, 3)`` (brick coordinates over the padded grid) as :class:`Block` s, their samples read by
+    ``fetch(indices into bricks) -> (K, BRICK + 1, BRICK + 1, BRICK + 1) float32``. A brick's place in its stack
+    is fixed by its x coordinate (``x % STACK``), so the two bricks that share a face across y or z stand at
+    the same height along x and compute their shared vertices with the same float32 rounding: the seams join
+    exactly, and dense and adaptive fields give the same vertices."""
+    place = bricks[:, 0] % STACK
+    by_place = np.argsort(place, kind="stable")
+    counts = np.bincount(place, minlength=STACK)
+    rank = np.empty(len(bricks), np.int64)                  # how many bricks of the same place come before
+    rank[by_place] = np.arange(len(bricks)) - np.repeat(np.cumsum(counts) - counts, counts)
+    order = np.argsort(rank, kind="stable")
+    size = BRICK + 1
+    for members in np.split(order, np.cumsum(np.bincount(rank))[:-1]):
+        values = np.full((STACK, size, size, size), np.nan, np.float32)
+        values[place[members]] = fetch(members)
+        cells = crossing_cells(values, level)[0]
+        if not cells.any():
+            continue
+        mask = np.zeros(values.shape, bool)
+        mask[:, 1:, 1:, 1:] = cells
+        origins = np.zeros((STACK, 3), np.int64)
+        origins[place[members]] = bricks[members] * BRICK - 1
+        yield Block(values.reshape(-1, size, size), origins, mask.reshape(-1, size, size))
+
+
+def brick_grid_shape(grid_shape: tuple[int, int, int]) -> tuple[int, int, int]:
+    """Bricks per axis that cover the padded grid (samples ``p = 0 .. n + 1``, the cells between them)."""
+    return tuple(-(-(n + 1) // BRICK) for n in grid_shape)
 
 
 class DenseStorage:
@@ -115,13 +146,22 @@ class DenseStorage:
         return self.values.nbytes
 
     def blocks(self, level: float) -> Iterator[Block]:
-        """One block: the whole volume, padded when a border sample is inside (a cap closes the surface)."""
-        v = self.values
-        border = (v[0], v[-1], v[:, 0], v[:, -1], v[:, :, 0], v[:, :, -1])
-        if any(bool((face > level).any()) for face in border):
-            yield Block(np.pad(v, 1, constant_values=level - PAD_DEPTH), np.full((1, 3), -1), None)
-        else:
-            yield Block(v, np.zeros((1, 3), np.int64), None)
+        """Every brick of the padded volume, marched as the bricks of :class:`BrickStorage` are."""
+        counts = brick_grid_shape(self.values.shape)
+        bricks = np.stack(np.meshgrid(*(np.arange(c) for c in counts), indexing="ij"), axis=-1).reshape(-1, 3)
+        yield from stacked_blocks(bricks, lambda rows: self._brick_values(bricks[rows], level), level)
+
+    def _brick_values(self, bricks: np.ndarray, level: float) -> np.ndarray:
+        """The ``(BRICK + 1)^3`` samples of each brick, the pad (and beyond) at ``level - PAD_DEPTH``."""
+        size = BRICK + 1
+        out = np.full((len(bricks), size, size, size), level - PAD_DEPTH, np.float32)
+        n = np.array(self.values.shape)
+        for brick, start in zip(out, bricks * BRICK - 1):           # grid index of the brick's first sample
+            lo, hi = np.maximum(start, 0), np.minimum(start + size, n)
+            if np.all(hi > lo):
+                brick[tuple(slice(a - s, b - s) for a, b, s in zip(lo, hi, start))] = \
+                    self.values[tuple(slice(a, b) for a, b in zip(lo, hi))]
+        return out
 
 
 class BrickStorage:
@@ -133,7 +173,7 @@ class BrickStorage:
     def __init__(self, grid_shape: tuple[int, int, int], level: float, memory_limit: int | None = None) -> None:
         self.n = np.array(grid_shape, np.int64)
         self.level = level
-        self.table = np.full(tuple(-(-(self.n + 1) // BRICK)), -1, np.int32)
+        self.table = np.full(brick_grid_shape(grid_shape), -1, np.int32)
         self.values = np.empty((0,) + (BRICK + 1,) * 3, np.float32)
         self.bricks = np.empty((0, 3), np.int64)
         self.count = 0
@@ -186,19 +226,8 @@ class BrickStorage:
         return self.bricks[rows] * BRICK + local - 1
 
     def blocks(self, level: float) -> Iterator[Block]:
-        """Bricks ``STACK`` at a time (their rows are consecutive, so stacking them along x is a view), masked to
-        the cells whose 8 corners are known and change sign; a brick owns all of its cells (neighbours share
-        samples, not cells)."""
-        for start in range(0, self.count, STACK):
-            values = self.values[start:start + STACK][:self.count - start]
-            cells = crossing_cells(values, level)[0]
-            if not cells.any():
-                continue
-            mask = np.zeros(values.shape, bool)
-            mask[:, 1:, 1:, 1:] = cells
-            size = BRICK + 1
-            yield Block(values.reshape(-1, size, size), self.bricks[start:start + len(values)] * BRICK - 1,
-                        mask.reshape(-1, size, size))
+        """The allocated bricks; a brick owns all of its cells (neighbours share samples, not cells)."""
+        yield from stacked_blocks(self.bricks[:self.count], lambda rows: self.values[rows], level)
 
 
 @dataclass

@@ -1,8 +1,8 @@
 """Marching cubes on a :class:`~occnet.runtime.field.Field`: a closed mesh in world coordinates.
 
-The field's storage hands out blocks of samples (the whole volume, or one brick with a one-sample apron); each
-block is marched on the cells it owns, and the pieces are joined by merging the vertices that neighbouring
-blocks both computed on their shared faces, so the result is the mesh the whole volume would give.
+The field's storage hands out bricks of samples, many to a block; each brick is marched on the cells it owns,
+and the pieces are joined by merging the vertices that neighbouring bricks both computed on their shared
+faces, so the result is the closed mesh the whole volume gives.
 """
 
 from __future__ import annotations
@@ -34,12 +34,12 @@ def extract_mesh(field: Field, level: float) -> trimesh.Trimesh:
     faces = np.concatenate([f + start for (_, f), start in zip(pieces, starts)])
     # Caps closing a surface cut by the box lie between the last sample and the pad: put them on the box.
     n = np.array(field.grid.shape)
-    verts = np.clip(verts, 0, n - 1)
+    verts = np.clip(verts, 0, n - 1).astype(np.float32)
     # Every vertex lies on a grid edge, so it is named by the edge: its lower sample and the axis along which
-    # its coordinate is fractional (3: on the sample itself). The copies two blocks made of a seam vertex, cap
-    # vertices on the box face and vertices of a sample exactly at the level share a name and become one
-    # vertex, as scikit-image makes them on the whole volume; faces that collapse are dropped. Only vertices
-    # on a brick's face or the box's, or on a sample, can have a copy: the others keep their own.
+    # its float32 grid coordinate is fractional (3: on the sample itself). The copies two bricks made of a seam
+    # vertex (bitwise equal: see stacked_blocks), cap vertices on the box face and vertices of a sample at the
+    # level share a name and become one vertex; faces that collapse are dropped. Only vertices on a brick's
+    # face or the box's, or on a sample, can have a copy: the others keep their own.
     lower = np.floor(verts)
     whole = verts == lower
     plane = whole & (((lower + 1) % BRICK == 0) | (lower == 0) | (lower == n - 1))
@@ -56,7 +56,7 @@ def extract_mesh(field: Field, level: float) -> trimesh.Trimesh:
     used = np.zeros(len(verts), bool)
     used[faces] = True
     number = np.cumsum(used) - 1                                      # new index of each vertex kept
-    verts = verts[used].astype(np.float32)
+    verts = verts[used]
     return trimesh.Trimesh(field.grid.to_world(verts), number[faces], process=False)
 
 
