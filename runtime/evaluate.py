@@ -2,8 +2,8 @@
 
 Distances are divided by the reference's longest bounding-box side, so figures compare across shapes and
 units. Surface samples carry their face normals; nearest neighbours come from a KD-tree. Volumetric IoU
-labels uniform samples with the ray-parity inside test (:mod:`occnet.runtime.inside`), which stays exact
-and bounded in memory on marching-cubes meshes where trimesh's ``contains`` blows up.
+labels uniform samples by winding number (:mod:`occnet.runtime.inside`): exact ray parity on closed meshes,
+the generalised winding number on open ones.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from scipy.spatial import cKDTree
 
 from occnet.runtime.errors import InputError
 from occnet.runtime.field import batched
-from occnet.runtime.inside import contains
+from occnet.runtime.inside import MAX_AMBIGUOUS, contains
 from occnet.runtime.points import PointSet, iou
 from occnet.runtime.session import OccupancyModel
 from occnet.runtime.settings import probability_to_logit
@@ -28,7 +28,7 @@ class MeshMetrics:
 
     ``distance_to_reference`` is ONet's "accuracy" (mean distance from the mesh's samples to the reference),
     ``distance_from_reference`` its "completeness"; ``fscore`` maps each threshold tau to F-score at tau;
-    ``iou`` is None unless both meshes are closed.
+    ``iou`` is None where either mesh leaves more than ``MAX_AMBIGUOUS`` of the samples without a clear side.
     """
 
     chamfer_l1: float
@@ -84,20 +84,21 @@ def compare_meshes(mesh: trimesh.Trimesh, reference: trimesh.Trimesh, samples: i
     for tau in sorted(set(taus)):
         precision, recall = float((to_true < tau).mean()), float((to_pred < tau).mean())
         fscore[tau] = 2 * precision * recall / (precision + recall) if precision + recall > 0 else 0.0
-    closed = mesh.is_watertight and reference.is_watertight
-    volume = volume_iou(mesh, reference, iou_samples, rng) if closed else None
+    volume = volume_iou(mesh, reference, iou_samples, rng)
     return MeshMetrics(0.5 * (to_reference + from_reference), to_reference, from_reference, float(normals),
                        fscore, volume, samples, scale)
 
 
-def volume_iou(a: trimesh.Trimesh, b: trimesh.Trimesh, samples: int, rng: np.random.Generator) -> float:
-    """IoU of two closed meshes from ``samples`` uniform points in the box around both."""
+def volume_iou(a: trimesh.Trimesh, b: trimesh.Trimesh, samples: int, rng: np.random.Generator) -> float | None:
+    """IoU of two meshes' insides from ``samples`` uniform points in the box around both; None where either
+    leaves more than ``MAX_AMBIGUOUS`` of them without a clear side."""
     lo = np.minimum(a.bounds[0], b.bounds[0])
     hi = np.maximum(a.bounds[1], b.bounds[1])
     points = rng.uniform(lo, hi, size=(samples, 3))
-    in_a = contains(a.vertices, a.faces, points).inside
-    in_b = contains(b.vertices, b.faces, points).inside
-    return iou(np.count_nonzero(in_a & in_b), np.count_nonzero(in_a | in_b))
+    in_a, in_b = (contains(m.vertices, m.faces, points) for m in (a, b))
+    if max(in_a.ambiguous, in_b.ambiguous) > MAX_AMBIGUOUS:
+        return None
+    return iou(np.count_nonzero(in_a.inside & in_b.inside), np.count_nonzero(in_a.inside | in_b.inside))
 
 
 def evaluate_model(model: OccupancyModel, points: PointSet, threshold: float = 0.5,

@@ -57,6 +57,8 @@ def inputs(tmp_path_factory, trained_run, trained_onnx):
     sphere = trimesh.creation.icosphere(3)
     bowl = sphere.faces[sphere.triangles_center[:, 2] < 0.7]
     trimesh.Trimesh(sphere.vertices, bowl, process=False).export(d / "open.obj")
+    half = sphere.faces[sphere.triangles_center[:, 2] < 0]
+    trimesh.Trimesh(sphere.vertices, half, process=False).export(d / "hemisphere.obj")
     return d
 
 
@@ -66,7 +68,7 @@ def inputs(tmp_path_factory, trained_run, trained_onnx):
     ("few.npz", "too few"), ("allin.npz", "all 500 points are inside"), ("nokeys.npz", "found keys"),
     ("mismatch.npz", "labels of shape"), ("shape.npz", "shape (N, 3)"), ("data.csv", "unknown data format"),
     ("random.obj", None), ("random.ply", None), ("random.stl", None), ("random.off", None),
-    ("random.glb", None), ("empty.obj", None), ("empty.stl", None), ("open.obj", "not closed"),
+    ("random.glb", None), ("empty.obj", None), ("empty.stl", None), ("hemisphere.obj", "ambiguous"),
 ])
 def test_occ_train_bad_data(inputs, tmp_path, name, match):
     before = contents(inputs)

@@ -54,21 +54,50 @@ def test_mesh_in_its_own_coordinates_labelled_exactly_and_fast(tmp_path):
     assert np.array_equal(data.labels[clear] > 0.5, tube[clear] < 9.0)
 
 
-def test_open_mesh_is_refused(tmp_path):
-    sphere = trimesh.creation.icosphere(3)
-    capless = sphere.faces[sphere.triangles_center[:, 2] < 0.7]          # a bowl: one large open rim
-    trimesh.Trimesh(sphere.vertices, capless, process=False).export(tmp_path / "open.obj")
-    with pytest.raises(InputError, match="not closed"):
-        mesh_points(tmp_path / "open.obj", SamplingConfig(num_points=1000), 0)
+@pytest.mark.parametrize("kind", ["hemisphere", "soup", "sheet"])
+def test_meshes_that_enclose_no_volume_are_refused(tmp_path, kind):
+    rng = np.random.default_rng(0)
+    if kind == "hemisphere":
+        sphere = trimesh.creation.icosphere(3)
+        mesh = trimesh.Trimesh(sphere.vertices, sphere.faces[sphere.triangles_center[:, 2] < 0], process=False)
+    elif kind == "soup":
+        triangles = rng.uniform(-0.3, 0.3, (100, 3, 3)) + rng.uniform(-1, 1, (100, 1, 3))
+        mesh = trimesh.Trimesh(triangles.reshape(-1, 3), np.arange(300).reshape(-1, 3), process=False)
+    else:
+        mesh = trimesh.Trimesh([[-1, -1, 0], [1, -1, 0], [1, 1, 0], [-1, 1, 0]], [[0, 1, 2], [0, 2, 3]])
+    mesh.export(tmp_path / "shape.obj")
+    with pytest.raises(InputError, match="ambiguous for .* does not enclose a volume"):
+        mesh_points(tmp_path / "shape.obj", SamplingConfig(num_points=2000), 0)
 
 
-def test_small_hole_is_closed(tmp_path):
+@pytest.mark.parametrize("drop", ["one face", "rim"])
+def test_open_meshes_are_labelled_by_winding_number(tmp_path, drop):
+    """No hole filling: a missing face, or the whole cap above z = 0.8 (a bowl), still leaves the ball inside."""
     sphere = trimesh.creation.icosphere(3)
-    trimesh.Trimesh(sphere.vertices, sphere.faces[1:], process=False).export(tmp_path / "hole.ply")
-    data = mesh_points(tmp_path / "hole.ply", SamplingConfig(num_points=2000), 0)
+    faces = sphere.faces[1:] if drop == "one face" else sphere.faces[sphere.triangles_center[:, 2] < 0.8]
+    trimesh.Trimesh(sphere.vertices, faces, process=False).export(tmp_path / "open.ply")
+    data = mesh_points(tmp_path / "open.ply", SamplingConfig(num_points=4000), 0)
     radius = np.linalg.norm(data.points, axis=1)
-    clear = np.abs(radius - 1) > 0.05
+    clear = (np.abs(radius - 1) > 0.05) & (data.points[:, 2] < 0.5)
     assert np.array_equal(data.labels[clear] > 0.5, radius[clear] < 1)
+
+
+def test_overlapping_and_touching_bodies_are_their_union(tmp_path):
+    """A multi-solid file: two overlapping balls and a box touching one of them along a face."""
+    a = trimesh.creation.icosphere(3)
+    b = trimesh.creation.icosphere(3)
+    b.apply_translation((1.0, 0, 0))
+    c = trimesh.creation.box(extents=(1, 1, 1))
+    c.apply_translation((0, 0, -1.5))                          # its top face at z = -1, the ball's bottom
+    trimesh.util.concatenate([a, b, c]).export(tmp_path / "parts.stl")
+    data = mesh_points(tmp_path / "parts.stl", SamplingConfig(num_points=20_000), 0)
+    p = data.points
+    da, db = np.linalg.norm(p, axis=1), np.linalg.norm(p - (1.0, 0, 0), axis=1)
+    in_box = np.all(np.abs(p - (0, 0, -1.5)) < 0.48, axis=1)
+    lens = (da < 0.95) & (db < 0.95)
+    outside = (da > 1.05) & (db > 1.05) & ~np.all(np.abs(p - (0, 0, -1.5)) < 0.52, axis=1)
+    assert lens.sum() > 100 and data.labels[lens].all() and data.labels[in_box].all()
+    assert not data.labels[outside].any()
 
 
 @pytest.mark.parametrize("name,content,match", [

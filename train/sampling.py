@@ -15,7 +15,7 @@ import trimesh
 from occnet.runtime.errors import InputError, ResourceError
 from occnet.runtime.field import dense_field
 from occnet.runtime.grid import Grid
-from occnet.runtime.inside import contains
+from occnet.runtime.inside import MAX_AMBIGUOUS, contains
 from occnet.runtime.machine import available_bytes
 from occnet.runtime.meshio import MESH_FORMATS, read_mesh
 from occnet.runtime.points import PointSet, load_npz, make_point_set
@@ -27,9 +27,6 @@ BYTES_PER_POINT = 200
 BASE_BYTES = 1 << 30
 """Peak memory of sampling, labelling and training ``n`` points is about ``BASE_BYTES + BYTES_PER_POINT * n``
 (measured: 1.05 GB at 1M points of a mesh, 1.28 GB at 3M; the demo less)."""
-
-MAX_DISAGREEMENT = 0.002
-"""Largest fraction of points on which the x, y and z ray parities may disagree before a mesh is refused."""
 
 
 def check_memory(config: SamplingConfig) -> None:
@@ -68,37 +65,32 @@ def demo_points(config: SamplingConfig, seed: int) -> PointSet:
 
 
 def load_mesh(path: Path) -> trimesh.Trimesh:
-    """Read a closed triangle mesh (duplicate vertices merged at its own scale); refuse one whose inside is
-    undefined."""
+    """Read a triangle mesh (duplicate vertices merged at its own scale, degenerate faces dropped); open,
+    overlapping and touching meshes are fine: their inside is what their winding number says."""
     mesh = read_mesh(path)
     mesh.update_faces(mesh.nondegenerate_faces())
-    if not mesh.is_watertight:
-        trimesh.repair.fill_holes(mesh)
-    if not mesh.is_watertight:
-        open_edges = len(trimesh.grouping.group_rows(mesh.edges_sorted, require_count=1))
-        raise InputError(f"{path}: the mesh is not closed ({open_edges} open edges), so inside and outside "
-                         "are undefined; close its holes first")
+    if len(mesh.faces) == 0:
+        raise InputError(f"{path}: the mesh has no faces with area")
     return mesh
 
 
 def mesh_points(path: Path, config: SamplingConfig, seed: int) -> PointSet:
-    """Sample and label points for a closed mesh, in the mesh's own coordinates."""
+    """Sample points for a mesh and label them by its winding number, in the mesh's own coordinates; a mesh
+    whose winding number leaves too many points without a clear side (a soup, a lone sheet) is refused."""
     mesh = load_mesh(path)
     lo, hi = mesh.bounds
     pad = config.padding * float((hi - lo).max())
     bounds = (lo - pad, hi + pad)
-    worst = [0.0]
 
     def label(points: np.ndarray) -> np.ndarray:
         result = contains(mesh.vertices, mesh.faces, points)
-        worst[0] = result.disagreement
+        if result.ambiguous > MAX_AMBIGUOUS:
+            raise InputError(f"{path}: inside and outside are ambiguous for {result.ambiguous:.1%} of the points "
+                             "(their winding number is far from a whole number): the mesh does not enclose a "
+                             "volume (a triangle soup, a lone sheet, or holes too large); close it first")
         return result.inside.astype(np.uint8)
 
-    points = sample_shape(mesh, label, bounds, config, seed, str(path))
-    if worst[0] > MAX_DISAGREEMENT:
-        raise InputError(f"{path}: inside/outside is ambiguous for {worst[0]:.1%} of the points "
-                         "(self-intersecting or inconsistently oriented surface); repair the mesh first")
-    return points
+    return sample_shape(mesh, label, bounds, config, seed, str(path))
 
 
 def load_points(data: Path | None, config: SamplingConfig, seed: int) -> PointSet:
