@@ -89,9 +89,14 @@ def _bodies(faces: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     graph = sparse.coo_matrix((np.ones(len(pairs), np.int8), (face_of[pairs], face_of[pairs + 1])),
                               shape=(len(faces), len(faces)))
     body = connected_components(graph, directed=False)[1]
-    body_edges, faces_on = np.unique(np.stack([body[face_of], sorted_key], axis=1), axis=0, return_counts=True)
+    # A body is open where one of its edges lies on an odd number of its faces: an edge of one face, or of
+    # three or more (then counted per body); an edge of two faces joins them into one body, which has both.
     open_ = np.zeros(body.max() + 1, bool)
-    open_[body_edges[faces_on % 2 == 1, 0]] = True
+    open_[body[face_of[starts[counts == 1]]]] = True
+    crowded = np.repeat(counts >= 3, counts)
+    pairs, faces_on = np.unique(np.stack([body[face_of[crowded]], sorted_key[crowded]], axis=1), axis=0,
+                                return_counts=True)
+    open_[pairs[faces_on % 2 == 1, 0]] = True
     return body, open_
 
 
