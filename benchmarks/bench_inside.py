@@ -1,0 +1,130 @@
+"""Inside/outside labelling on the meshes users bring, generated from the CAD-like parts
+(occnet.train.shapes.cad_parts): the closed part, the part with five small holes punched in it, the part with
+a whole end cut open, two overlapping copies in one file, and the part shifted by 1e6.
+
+Per case: which method labels it (exact parity on closed bodies, libigl's generalised winding number on open
+ones), labelling speed (points/s, the training sampler's 100k points), the fraction of points without a
+clear side, agreement with the closed part's labels away from the holes, and (overlap) the labelled volume
+against the union's. With --train, each case but the overlap is also trained with occ-train's defaults,
+exported, meshed at 256^3 and scored against the closed part (Chamfer-L1, F@1%, fractions of the longest
+side).
+
+    python benchmarks/bench_inside.py [--parts bracket stepped cross] [--train]
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import trimesh
+
+from occnet.runtime.inside import contains
+from occnet.train.config import SamplingConfig
+from occnet.train.sampling import mesh_points
+from occnet.train.shapes import cad_parts
+
+HOLES = 5
+HOLE_RADIUS = 0.03
+"""Punched holes: faces within this fraction of the longest side of 5 random surface points are removed."""
+CUT = 0.9
+"""The open end: faces whose centre lies beyond this fraction of the extent along x are removed."""
+
+
+def variants(part: trimesh.Trimesh, seed: int) -> dict[str, tuple[trimesh.Trimesh, np.ndarray]]:
+    """name -> (mesh, (K, 3) centres of what was cut away, to judge labels away from it)."""
+    size = float(np.ptp(part.bounds, axis=0).max())
+    rng = np.random.default_rng(seed)
+    centres, _ = trimesh.sample.sample_surface(part, HOLES, seed=seed)
+    near = np.min(np.linalg.norm(part.triangles_center[:, None] - centres[None], axis=2), axis=1)
+    punched = trimesh.Trimesh(part.vertices, part.faces[near > HOLE_RADIUS * size], process=False)
+    lo, hi = part.bounds
+    end = part.triangles_center[:, 0] > lo[0] + CUT * (hi[0] - lo[0])
+    opened = trimesh.Trimesh(part.vertices, part.faces[~end], process=False)
+    shift = rng.normal(size=3)
+    moved = part.copy()
+    moved.apply_translation(0.35 * size * shift / np.linalg.norm(shift))
+    far = part.copy()
+    far.apply_translation((1e6, -2e6, 5e5))
+    return {"closed": (part, np.zeros((0, 3))), "5 holes": (punched, centres),
+            "open end": (opened, part.triangles_center[end]), "2 overlapping": (trimesh.util.concatenate([part, moved]),
+                                                                    np.zeros((0, 3))),
+            "shifted 1e6": (far, np.zeros((0, 3)))}
+
+
+def label_row(name: str, mesh: trimesh.Trimesh, cut: np.ndarray, part: trimesh.Trimesh, points: np.ndarray) -> str:
+    offset = mesh.bounds[0] - part.bounds[0] if name == "shifted 1e6" else np.zeros(3)
+    start = time.perf_counter()
+    result = contains(mesh.vertices, mesh.faces, points + offset)
+    rate = len(points) / (time.perf_counter() - start)
+    size = float(np.ptp(part.bounds, axis=0).max())
+    truth = contains(part.vertices, part.faces, points).inside
+    if name == "2 overlapping":
+        second = mesh.vertices[len(part.vertices):] - part.vertices
+        truth = truth | contains(part.vertices, part.faces, points - second[0]).inside
+    away = np.ones(len(points), bool)
+    if len(cut):
+        away = np.min(np.linalg.norm(points[:, None] - cut[None], axis=2), axis=1) > 3 * HOLE_RADIUS * size
+    agree = float(np.mean(result.inside[away] == truth[away]))
+    volume = result.inside.mean() / truth.mean() - 1 if name == "2 overlapping" else None
+    method = "exact parity" if result.exact else "generalised WN"
+    vol = f"{volume:+.2%}" if volume is not None else "-"
+    return (f"| {name} | {len(mesh.faces):,} | {method} | {rate:,.0f} | {result.ambiguous:.2%} | {agree:.4%} | "
+            f"{vol} |")
+
+
+def train_row(name: str, mesh: trimesh.Trimesh, part: trimesh.Trimesh, work: Path) -> str:
+    from occnet.export.onnx_export import export_checkpoint
+    from occnet.runtime import MeshSettings, OccupancyModel, mesh_model
+    from occnet.runtime.evaluate import compare_meshes
+    from occnet.train.trainer import TrainConfig, train
+
+    path = work / f"{name.replace(' ', '-')}.ply"
+    mesh.export(path)
+    start = time.perf_counter()
+    data = mesh_points(path, SamplingConfig(), 0)
+    train(data, TrainConfig(), work / path.stem)
+    seconds = time.perf_counter() - start
+    export_checkpoint(work / path.stem / "best.pt", work / f"{path.stem}.onnx")
+    out, _ = mesh_model(OccupancyModel(work / f"{path.stem}.onnx", device="cpu"), MeshSettings(resolution=256))
+    if name == "shifted 1e6":
+        out.apply_translation(part.bounds[0] - mesh.bounds[0])
+    m = compare_meshes(out, part, iou_samples=1)
+    return (f"| {name} | {seconds:.0f} | {m.chamfer_l1:.5f} | {m.fscore[0.01]:.4f} | "
+            f"{len(out.split(only_watertight=False))} | {out.is_watertight} |")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--parts", nargs="+", default=["bracket", "stepped", "cross"])
+    parser.add_argument("--train", action="store_true", help="also train, mesh and score every case")
+    args = parser.parse_args()
+    parts = cad_parts()
+    print("| part | case | faces | labelled by | points/s | no clear side | agreement away from cuts "
+          "| volume vs union |")
+    print("|---|---|---|---|---|---|---|---|")
+    trained = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for part_name in args.parts:
+            part = parts[part_name]
+            lo, hi = part.bounds
+            pad = 0.05 * float((hi - lo).max())
+            rng = np.random.default_rng(1)
+            surface, _ = trimesh.sample.sample_surface(part, 50_000, seed=2)
+            points = np.concatenate([rng.uniform(lo - pad, hi + pad, (50_000, 3)),
+                                     surface + rng.normal(0, 0.01 * float((hi - lo).max()), surface.shape)])
+            for name, (mesh, cut) in variants(part, 3).items():
+                print(f"| {part_name} {label_row(name, mesh, cut, part, points)}", flush=True)
+                if args.train and name not in ("closed", "2 overlapping"):   # scored against the closed part
+                    trained.append(f"| {part_name} {train_row(name, mesh, part, Path(tmp))}")
+    if trained:
+        print("\n| part | case | seconds (sampling + training) | Chamfer-L1 | F@1% | components | watertight |")
+        print("|---|---|---|---|---|---|---|")
+        print("\n".join(trained))
+
+
+if __name__ == "__main__":
+    main()
