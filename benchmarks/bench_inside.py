@@ -77,6 +77,7 @@ def label_row(name: str, mesh: trimesh.Trimesh, cut: np.ndarray, part: trimesh.T
 
 
 def train_row(name: str, mesh: trimesh.Trimesh, part: trimesh.Trimesh, work: Path) -> str:
+    """``work``: a folder of this part's own."""
     from occnet.export.onnx_export import export_checkpoint
     from occnet.runtime import MeshSettings, OccupancyModel, mesh_model
     from occnet.runtime.evaluate import compare_meshes
@@ -119,7 +120,8 @@ def main() -> None:
             for name, (mesh, cut) in variants(part, 3).items():
                 print(f"| {part_name} {label_row(name, mesh, cut, part, points)}", flush=True)
                 if args.train and name not in ("closed", "2 overlapping"):   # scored against the closed part
-                    trained.append(f"| {part_name} {train_row(name, mesh, part, Path(tmp))}")
+                    (Path(tmp) / part_name).mkdir(exist_ok=True)
+                    trained.append(f"| {part_name} {train_row(name, mesh, part, Path(tmp) / part_name)}")
     if trained:
         print("\n| part | case | seconds (sampling + training) | Chamfer-L1 | F@1% | components | watertight |")
         print("|---|---|---|---|---|---|---|")

@@ -82,6 +82,8 @@ def test_occ_train_bad_data(inputs, tmp_path, name, match):
     (["--epochs", "0"], "epochs"), (["--batch-size", "0"], "batch size"), (["--val-fraction", "1.0"], "val"),
     (["--lr", "-1"], "learning rate"), (["--num-points", "5"], "num points"), (["--device", "tpu"], "tpu"),
     (["--epochs", "many"], "--epochs"), (["--hidden-size", "0"], "hidden"), (["--bogus"], "bogus"),
+    (["--time-budget", "0"], "time budget"), (["--time-budget", "nan"], "time budget"),
+    (["--patience", "0"], "patience"),
 ])
 def test_occ_train_bad_options(tmp_path, args, match):
     result = run_cli("occ-train", "--out-dir", str(tmp_path / "run"), *args)
@@ -101,6 +103,7 @@ def test_occ_train_npz_end_to_end_and_refuses_to_overwrite(inputs, tmp_path):
     result = run_installed("occ-train", str(inputs / "good.npz"), "--out-dir", str(tmp_path), "--epochs", "2")
     assert result.returncode == 0, result.stderr
     assert "best.pt from epoch" in result.stdout and "val IoU" in result.stdout
+    assert "(stopped: 2 epochs)" in result.stdout
     assert listing(tmp_path) == ["best.pt", "last.pt", "loss.png", "metrics.csv"]
     before = (tmp_path / "best.pt").read_bytes()
     again = run_installed("occ-train", str(inputs / "good.npz"), "--out-dir", str(tmp_path), "--epochs", "2")

@@ -1,4 +1,5 @@
 import csv
+import time
 
 import numpy as np
 import pytest
@@ -144,7 +145,8 @@ def test_fourier_encoding_trains_and_is_saved(small_data, tmp_path):
 
 @pytest.mark.parametrize("kwargs", [{"epochs": 0}, {"batch_size": 0}, {"lr": -1.0}, {"lr": float("nan")},
                                     {"val_fraction": 1.0}, {"val_fraction": 0.0}, {"device": "tpu"},
-                                    {"hidden_size": 0}, {"encoding": "fourier"}])
+                                    {"hidden_size": 0}, {"encoding": "fourier"}, {"time_budget": 0.0},
+                                    {"time_budget": float("nan")}, {"patience": 0}])
 def test_bad_options(kwargs):
     with pytest.raises(InputError):
         TrainConfig(**kwargs)
@@ -154,3 +156,32 @@ def test_out_dir_that_is_a_file(small_data, tmp_path):
     (tmp_path / "f").write_text("x")
     with pytest.raises(InputError, match="is a file"):
         train(small_data, quick(), tmp_path / "f")
+
+
+def test_time_budget_plans_the_epochs_that_fit_and_fits_the_schedule_to_them(small_data, tmp_path):
+    result = train(small_data, quick(epochs=20, time_budget=1e-3), tmp_path / "tight")
+    assert [m.epoch for m in result.history] == [1] and "1 epochs fit" in result.stopped
+    steps = -(-int(len(small_data.points) * 0.8) // quick().batch_size)
+    saved = load_checkpoint(tmp_path / "tight" / "last.pt").state["scheduler"]["lr_lambdas"][0]
+    assert saved["total_steps"] == steps                  # the schedule fitted to 1 epoch, saved for --resume
+    with pytest.raises(InputError, match="finished the 1 epochs its time budget fitted"):
+        train(small_data, quick(epochs=20, time_budget=1e-3), tmp_path / "tight", resume=True)
+    extended = train(small_data, quick(epochs=30, time_budget=1e-3), tmp_path / "tight", resume=True)
+    assert [m.epoch for m in extended.history] == [1, 2]
+
+
+def test_time_budget_spent_stops_the_run(small_data, tmp_path):
+    def slow_second_epoch(row):
+        if row.epoch == 2:
+            time.sleep(4.0)
+
+    result = train(small_data, quick(epochs=100, time_budget=4.0), tmp_path, on_epoch=slow_second_epoch)
+    assert [m.epoch for m in result.history] == [1, 2] and result.stopped == "time budget (4 s) spent"
+
+
+def test_patience_stops_a_run_that_no_longer_improves(small_data, tmp_path):
+    frozen = train(small_data, quick(epochs=10, lr=1e-30, patience=2), tmp_path / "frozen")  # weights never move
+    assert [m.epoch for m in frozen.history] == [1, 2, 3]
+    assert frozen.stopped == "no better validation loss for 2 epochs"
+    learning = train(small_data, quick(epochs=3, patience=2), tmp_path / "learning")
+    assert learning.stopped == "3 epochs" and len(learning.history) == 3

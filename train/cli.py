@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from dataclasses import asdict, replace
 from enum import Enum
 from pathlib import Path
@@ -50,6 +51,10 @@ def occ_train(
     seed: Annotated[int, typer.Option(help="Seed for sampling, split, initialisation and shuffling (>= 0).")]
     = TRAIN_DEFAULTS.seed,
     device: Annotated[Device, typer.Option(help="auto uses CUDA when PyTorch sees a GPU.")] = Device.auto,
+    time_budget: Annotated[float, typer.Option(help="Seconds for sampling and training (inf: none); the "
+                           "learning-rate schedule is fitted to the epochs that fit.")] = TRAIN_DEFAULTS.time_budget,
+    patience: Annotated[int, typer.Option(help="Stop after this many epochs without a better validation "
+                        "loss.")] = TRAIN_DEFAULTS.patience,
     resume: Annotated[Optional[Path], typer.Option(help="Continue the run in this folder from last.pt, "
                       "with the options and data it recorded (--epochs N extends it to N epochs).")] = None,
     force: Annotated[bool, typer.Option(help="Replace a previous run in --out-dir.")] = False,
@@ -81,7 +86,7 @@ def occ_train(
                                  hidden_layers=hidden_layers, encoding=encoding.value,
                                  fourier_features=fourier_features if fourier else 0,
                                  fourier_scale=fourier_scale if fourier else 0.0, val_fraction=val_fraction,
-                                 seed=seed, device=device.value)
+                                 seed=seed, device=device.value, time_budget=time_budget, patience=patience)
             sampling = SamplingConfig(num_points=num_points, near_fraction=near_fraction, near_sigma=near_sigma)
         finished = []                                # epochs this process completed
 
@@ -91,18 +96,21 @@ def occ_train(
 
         with progress_bar("training", total=config.epochs) as update:
             try:
+                started = time.perf_counter()
                 points = load_points(data, sampling, config.seed)
                 typer.echo(f"data: {points.source}: {len(points.points):,} points, {points.labels.mean():.1%} "
                            f"inside, box {_fmt(points.bounds_min)} .. {_fmt(points.bounds_max)}", err=True)
                 extra = {"sampling": asdict(sampling), "data_path": str(data.resolve()) if data else None}
-                result = fit(points, config, files, resume=resume is not None, extra=extra, on_epoch=on_epoch)
+                result = fit(points, config, files, resume=resume is not None, extra=extra, on_epoch=on_epoch,
+                             started=started)
             except KeyboardInterrupt:
                 kept = bool(finished) or resume is not None
                 hint = (f"last.pt in {run_dir} holds the last finished epoch: continue with occ-train --resume "
                         f"{run_dir}" if kept else "no epoch had finished, so no checkpoint was written")
                 raise Interrupted(hint) from None
     best = result.best
-    typer.echo(f"{len(result.history)} epochs in {result.seconds:.1f} s; best.pt from epoch {best.epoch}: "
+    typer.echo(f"{len(result.history)} epochs in {result.seconds:.1f} s (stopped: {result.stopped}); best.pt "
+               f"from epoch {best.epoch}: "
                f"val loss {best.val_loss:.4f}, val IoU {best.val_iou:.4f}, val accuracy {best.val_accuracy:.4f}")
     written = [f for f in (files.best, files.last, files.metrics, files.plot) if f.exists()]
     typer.echo(f"files: {', '.join(map(str, written))}")

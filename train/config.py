@@ -12,7 +12,10 @@ from occnet.runtime.errors import InputError
 
 @dataclass(frozen=True)
 class TrainConfig:
-    """Training options. The network defaults to the seed's (64 wide, 4 hidden layers)."""
+    """Training options. The network defaults to the seed's (64 wide, 4 hidden layers). Training stops after
+    ``epochs``, when ``time_budget`` seconds (sampling included, see :func:`~occnet.train.trainer.fit`) would
+    run out — the learning-rate schedule is fitted to the epochs that fit — or after ``patience`` epochs
+    without a better validation loss, whichever comes first."""
 
     epochs: int = 60
     batch_size: int = 1024
@@ -25,6 +28,8 @@ class TrainConfig:
     val_fraction: float = 0.2
     seed: int = 0
     device: str = "auto"
+    time_budget: float = 60.0
+    patience: int = 15
 
     def __post_init__(self) -> None:
         if self.epochs < 1:
@@ -37,6 +42,10 @@ class TrainConfig:
             raise InputError(f"val fraction must lie strictly between 0 and 1, got {self.val_fraction}")
         if self.device not in DEVICES:
             raise InputError(f"device must be one of {', '.join(DEVICES)}, got {self.device!r}")
+        if not self.time_budget > 0:                # inf: no budget; NaN is refused too
+            raise InputError(f"time budget must be a positive number of seconds, got {self.time_budget}")
+        if self.patience < 1:
+            raise InputError(f"patience must be >= 1, got {self.patience}")
         if not 0 <= self.seed < 2**63:
             raise InputError(f"seed must lie in 0..2**63-1, got {self.seed}")
         try:

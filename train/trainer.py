@@ -65,12 +65,13 @@ class RunFiles:
 
 @dataclass(frozen=True)
 class TrainResult:
-    """The finished run: every epoch's metrics, the best one, and where the files are."""
+    """The finished run: every epoch's metrics, the best one, where the files are, and why it stopped."""
 
     history: list[EpochMetrics]
     best: EpochMetrics
     files: RunFiles
     seconds: float
+    stopped: str
 
 
 class DivergedError(OccNetError):
@@ -166,10 +167,12 @@ def train(data: PointSet, config: TrainConfig, out_dir: Path, *, resume: bool = 
 
 
 def fit(data: PointSet, config: TrainConfig, files: RunFiles, *, resume: bool = False, extra: dict | None = None,
-        on_epoch: Callable[[EpochMetrics], None] | None = None) -> TrainResult:
-    """The training loop of :func:`train`, in a run folder already claimed. Raises :class:`DivergedError`
-    (keeping the files of the last good epoch) when the loss stops being finite."""
-    started = time.perf_counter()
+        on_epoch: Callable[[EpochMetrics], None] | None = None, started: float | None = None) -> TrainResult:
+    """The training loop of :func:`train`, in a run folder already claimed. ``config.time_budget`` counts from
+    ``started`` (a ``time.perf_counter()`` reading, e.g. before sampling; default: now): after the first epoch
+    the run plans the epochs that fit and fits its learning-rate schedule to them. Raises
+    :class:`DivergedError` (keeping the files of the last good epoch) when the loss stops being finite."""
+    started = time.perf_counter() if started is None else started
     device = resolve_device(config.device)
     torch.manual_seed(config.seed)
 
@@ -183,12 +186,14 @@ def fit(data: PointSet, config: TrainConfig, files: RunFiles, *, resume: bool = 
     model = OccNet(config.architecture, data.bounds_min, data.bounds_max, origin, config.seed).to(device)
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, fused=True)
     steps_per_epoch = math.ceil(len(x_train) / config.batch_size)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_cosine(config.epochs * steps_per_epoch))
+    schedule = WarmupCosine(config.epochs * steps_per_epoch)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
     shuffler = torch.Generator().manual_seed(config.seed + 1)
     history: list[EpochMetrics] = []
     first_epoch = 1
     if resume:
-        first_epoch = _restore(files.last, config, data, model, optimizer, scheduler, shuffler, history)
+        first_epoch, recorded_epochs = _restore(files.last, config, data, model, optimizer, scheduler, shuffler,
+                                                history)
 
     record = {"config": asdict(config), "data_source": data.source, "data_sha256": data.sha256,
               "architecture": asdict(config.architecture), "bounds_min": list(data.bounds_min),
@@ -196,6 +201,15 @@ def fit(data: PointSet, config: TrainConfig, files: RunFiles, *, resume: bool = 
               **(extra or {})}
     # a resumed run whose best.pt is gone writes a new one at its next epoch
     best_loss = min((m.val_loss for m in history), default=math.inf) if files.best.exists() else math.inf
+    planned = None                                            # epochs that fit the budget: known after one
+    if resume and config.epochs == recorded_epochs:          # an interrupted run keeps the plan it recorded
+        planned = schedule.total_steps // steps_per_epoch
+        if first_epoch > planned:
+            raise InputError(f"{files.last}: the run has finished the {planned} epochs its time budget fitted; "
+                             "--epochs must be larger to extend it")
+    elif resume:                                              # extended: planned anew for the new total
+        schedule.total_steps = config.epochs * steps_per_epoch
+    stopped = f"{config.epochs} epochs"
     for epoch in range(first_epoch, config.epochs + 1):
         tick = time.perf_counter()
         model.train()
@@ -211,6 +225,10 @@ def fit(data: PointSet, config: TrainConfig, files: RunFiles, *, resume: bool = 
             scheduler.step()
             total.add_(loss.detach(), alpha=len(logits))
         val_loss, val_iou, val_acc = evaluate(model, x_val, y_val)
+        if planned is None:        # after the first epoch: the epochs that fit the budget (saved with the schedule)
+            spent, per_epoch = time.perf_counter() - started, time.perf_counter() - tick
+            planned = max(epoch, min(config.epochs, epoch + int((config.time_budget - spent) // per_epoch)))
+            schedule.total_steps = planned * steps_per_epoch
         row = EpochMetrics(epoch, float(total) / len(xs), val_loss, val_iou, val_acc,
                            optimizer.param_groups[0]["lr"], round(time.perf_counter() - tick, 4))
         if not (math.isfinite(row.train_loss) and math.isfinite(row.val_loss)):
@@ -235,10 +253,21 @@ def fit(data: PointSet, config: TrainConfig, files: RunFiles, *, resume: bool = 
         write_metrics(history, files.metrics)
         if on_epoch:
             on_epoch(row)
+        elapsed = time.perf_counter() - started
+        best_epoch = min(history, key=lambda m: m.val_loss).epoch
+        if epoch >= planned and epoch < config.epochs:
+            stopped = f"time budget ({config.time_budget:g} s): {planned} epochs fit"
+        elif elapsed > config.time_budget and epoch < config.epochs:
+            stopped = f"time budget ({config.time_budget:g} s) spent"
+        elif epoch - best_epoch >= config.patience and epoch < config.epochs:
+            stopped = f"no better validation loss for {config.patience} epochs"
+        else:
+            continue
+        break
 
     plot_history(history, files.plot)
     best = min(history, key=lambda m: m.val_loss)
-    return TrainResult(history, best, files, time.perf_counter() - started)
+    return TrainResult(history, best, files, time.perf_counter() - started, stopped)
 
 
 def run_options(run_dir: Path) -> dict:
@@ -252,26 +281,30 @@ def run_options(run_dir: Path) -> dict:
     return {"config": config, "sampling": state.get("sampling", {}), "data_path": state.get("data_path")}
 
 
-def warmup_cosine(total_steps: int, warmup: float = 0.05, floor: float = 0.01) -> Callable[[int], float]:
-    """LR factor per step: linear warm-up over ``warmup`` of the steps, then cosine decay to ``floor``."""
-    ramp = max(1, int(total_steps * warmup))
+class WarmupCosine:
+    """LR factor per step: linear warm-up over ``warmup`` of ``total_steps``, then cosine decay to ``floor``.
+    ``total_steps`` may be changed as the run learns how many steps fit its time budget; being an attribute,
+    it is saved with the scheduler's state (``LambdaLR`` keeps a callable object's ``__dict__``)."""
 
-    def factor(step: int) -> float:
+    def __init__(self, total_steps: int, warmup: float = 0.05, floor: float = 0.01) -> None:
+        self.total_steps, self.warmup, self.floor = total_steps, warmup, floor
+
+    def __call__(self, step: int) -> float:
+        ramp = max(1, int(self.total_steps * self.warmup))
         if step < ramp:
             return (step + 1) / ramp
-        progress = min(1.0, (step - ramp) / max(1, total_steps - ramp))
-        return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * progress))
-
-    return factor
+        progress = min(1.0, (step - ramp) / max(1, self.total_steps - ramp))
+        return self.floor + (1 - self.floor) * 0.5 * (1 + math.cos(math.pi * progress))
 
 
 def _restore(path: Path, config: TrainConfig, data: PointSet, model, optimizer, scheduler, shuffler,
-             history: list[EpochMetrics]) -> int:
-    """Load ``last.pt`` into the live objects; returns the epoch to continue from."""
+             history: list[EpochMetrics]) -> tuple[int, int]:
+    """Load ``last.pt`` into the live objects; returns the epoch to continue from and the epochs the run was
+    started with."""
     state = load_checkpoint(path).state
     if "optimizer" not in state:
         raise CheckpointError(f"{path}: has no optimiser state to resume from")
-    if {**state["config"], "epochs": config.epochs} != asdict(config):
+    if TrainConfig(**{**state["config"], "epochs": config.epochs}) != config:
         raise InputError(f"{path}: was trained with other options; resume with the same ones")
     if config.epochs <= state["epoch"]:
         raise InputError(f"{path}: the run has finished {state['epoch']} epochs already; --epochs must be "
@@ -283,7 +316,7 @@ def _restore(path: Path, config: TrainConfig, data: PointSet, model, optimizer, 
     scheduler.load_state_dict(state["scheduler"])
     shuffler.set_state(state["shuffler"])
     history.extend(EpochMetrics(**m) for m in state["history"])
-    return int(state["epoch"]) + 1
+    return int(state["epoch"]) + 1, int(state["config"]["epochs"])
 
 
 def write_metrics(history: list[EpochMetrics], path: Path) -> None:
