@@ -157,13 +157,14 @@ def evaluate(model: OccNet, points: torch.Tensor, labels: torch.Tensor, batch_si
 
 
 def train(data: PointSet, config: TrainConfig, out_dir: Path, *, resume: bool = False, force: bool = False,
-          extra: dict | None = None, on_epoch: Callable[[EpochMetrics], None] | None = None) -> TrainResult:
+          extra: dict | None = None, on_epoch: Callable[[EpochMetrics], None] | None = None,
+          started: float | None = None) -> TrainResult:
     """Fit the network to ``data`` in the run folder ``out_dir`` (claimed for the duration, see
     :func:`claim_run`); returns the history. ``resume`` continues from ``last.pt`` (``config.epochs`` may
     extend the run); ``extra`` is recorded in every checkpoint (e.g. the sampling options), ``on_epoch`` is
-    called after each epoch."""
+    called after each epoch; the time budget counts from ``started`` (see :func:`fit`)."""
     with claim_run(out_dir, resume, force) as files:
-        return fit(data, config, files, resume=resume, extra=extra, on_epoch=on_epoch)
+        return fit(data, config, files, resume=resume, extra=extra, on_epoch=on_epoch, started=started)
 
 
 def fit(data: PointSet, config: TrainConfig, files: RunFiles, *, resume: bool = False, extra: dict | None = None,
