@@ -170,6 +170,11 @@ def test_time_budget_plans_the_epochs_that_fit_and_fits_the_schedule_to_them(sma
     assert [m.epoch for m in extended.history] == [1, 2]
 
 
+def test_no_time_budget_runs_every_epoch(small_data, tmp_path):
+    result = train(small_data, quick(epochs=3, time_budget=float("inf")), tmp_path)
+    assert [m.epoch for m in result.history] == [1, 2, 3] and result.stopped == "3 epochs"
+
+
 def test_time_budget_spent_stops_the_run(small_data, tmp_path):
     def slow_second_epoch(row):
         if row.epoch == 2:

@@ -228,7 +228,8 @@ def fit(data: PointSet, config: TrainConfig, files: RunFiles, *, resume: bool = 
         val_loss, val_iou, val_acc = evaluate(model, x_val, y_val)
         if planned is None:        # after the first epoch: the epochs that fit the budget (saved with the schedule)
             spent, per_epoch = time.perf_counter() - started, time.perf_counter() - tick
-            planned = max(epoch, min(config.epochs, epoch + int((config.time_budget - spent) // per_epoch)))
+            fit_more = (config.time_budget - spent) // per_epoch if math.isfinite(config.time_budget) else math.inf
+            planned = int(max(epoch, min(config.epochs, epoch + fit_more)))
             schedule.total_steps = planned * steps_per_epoch
         row = EpochMetrics(epoch, float(total) / len(xs), val_loss, val_iou, val_acc,
                            optimizer.param_groups[0]["lr"], round(time.perf_counter() - tick, 4))

@@ -1,0 +1,32 @@
+import numpy as np
+import pytest
+
+from occnet.train.suite import quality_suite
+
+
+@pytest.fixture(scope="module")
+def suite():
+    return quality_suite()
+
+
+def test_the_suite_holds_a_dozen_closed_shapes_each_with_its_reason(suite):
+    assert len(suite) >= 12
+    for name, shape in suite.items():
+        assert shape.mesh.is_watertight and shape.mesh.volume > 0, name
+        assert len(shape.reason) > 10, name
+        parts = len(shape.mesh.split(only_watertight=False))
+        assert parts == (3 if name == "separate bodies" else 1), (name, parts)
+
+
+def test_thin_features_have_their_stated_size(suite):
+    """Thin plate 1% of its length, tube wall 1.5%, rod 2.4% across: volume / (area / 2) is the thickness of a
+    sheet, and four times volume over area the diameter of a rod."""
+    plate, tube, rod = (suite[name].mesh for name in ("thin plate", "tube", "rod"))
+    assert plate.volume / (plate.area / 2) / length(plate) == pytest.approx(0.01, rel=0.1)
+    assert tube.volume / (tube.area / 2) / length(tube) == pytest.approx(0.015, rel=0.1)
+    assert 4 * rod.volume / rod.area / length(rod) == pytest.approx(0.024, rel=0.1)
+
+
+def length(mesh):
+    """The longest side of the mesh's oriented bounding box (the shapes are turned off the axes)."""
+    return float(np.max(mesh.bounding_box_oriented.primitive.extents))
