@@ -2,12 +2,13 @@
 (occnet.train.shapes.cad_parts): the closed part, the part with five small holes punched in it, the part with
 a whole end cut open, two overlapping copies in one file, and the part shifted by 1e6.
 
-First, labelling speed on a 100k-face mesh, closed and open. Then per case: which method labels it (exact
-parity on closed bodies, libigl's generalised winding number on open ones), labelling speed (points/s, the
-training sampler's 100k points), the fraction of points without a clear side, agreement with the closed
-part's labels away from the holes, and (overlap) the labelled volume against the union's. With --train,
-each case but the overlap is also trained with occ-train's defaults, exported, meshed at 256^3 and scored
-against its input mesh and against the closed part (Chamfer-L1, F@1%, fractions of the longest side).
+First, labelling speed on a 100k-face mesh, closed and open. Then per case: which method labels it (the
+exact crossing count on closed meshes, the generalised winding number by cones and libigl on open ones),
+labelling speed (points/s, the training sampler's 100k points), the fraction of points without a clear
+side, agreement with the closed part's labels away from the holes, and (overlap) the labelled volume against
+the union's. With --train, each case but the overlap is also trained with occ-train's defaults, exported,
+meshed at 256^3 and scored against its input mesh and against the closed part (Chamfer-L1, F@1%, fractions
+of the longest side).
 
     python benchmarks/bench_inside.py [--parts bracket stepped cross] [--train]
 """
@@ -70,7 +71,7 @@ def label_row(name: str, mesh: trimesh.Trimesh, cut: np.ndarray, part: trimesh.T
         away = np.min(np.linalg.norm(points[:, None] - cut[None], axis=2), axis=1) > 3 * HOLE_RADIUS * size
     agree = float(np.mean(result.inside[away] == truth[away]))
     volume = result.inside.mean() / truth.mean() - 1 if name == "2 overlapping" else None
-    method = "exact parity" if result.exact else "generalised WN"
+    method = "exact count" if result.exact else "cones + libigl"
     vol = f"{volume:+.2%}" if volume is not None else "-"
     return (f"| {name} | {len(mesh.faces):,} | {method} | {rate:,.0f} | {result.ambiguous:.2%} | {agree:.4%} | "
             f"{vol} |")
@@ -118,7 +119,7 @@ def throughput() -> None:
             start = time.perf_counter()
             result = contains(capsule.vertices, faces, points)
             seconds.append(time.perf_counter() - start)
-        method = "exact parity" if result.exact else "generalised WN"
+        method = "exact count" if result.exact else "cones + libigl"
         print(f"| {name} | {len(faces):,} | {method} | {len(points) / min(seconds):,.0f} |", flush=True)
     print()
 

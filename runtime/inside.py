@@ -4,14 +4,15 @@ A closed surface winds once around the points it encloses (+1 facing out, -1 fac
 the others; bodies add up. So overlapping bodies are their union, touching bodies need nothing special, and
 a cavity (an inward-facing shell inside another) is outside: a point is inside where |winding number| >= 1/2.
 
-- **Closed meshes** (every body — faces joined across edges two faces share — has each edge on an even number
-  of its faces): the winding number is exact and cheap. Each body contributes its ray parity (a ray along +z;
-  triangles bucketed in a 2D grid across it; edge functions in canonical vertex order, so a ray through a
-  shared edge or vertex counts it once) times the sign of its volume.
-- **Open meshes** (holes, sheets, soups): the generalised winding number (Barill et al. 2018, "Fast Winding
-  Numbers for Soups and Clouds", libigl's ``fast_winding_number``), which stays near 1 inside a surface with
-  small holes. A point whose winding number lies far from a whole number has no clear side; the fraction of
-  such points says whether the mesh encloses a volume at all (:data:`MAX_AMBIGUOUS`).
+For a closed mesh the winding number is exact and cheap: the signed count of the surface crossings of a ray
+from the point along +z (+1 where the surface faces up, -1 where it faces down; triangles bucketed in a 2D
+grid across the ray; edge functions in canonical vertex order, so a ray through a shared edge or vertex
+counts it once). An open mesh (holes, sheets, soups) gets the generalised winding number (Barill et al.
+2018), computed as the same identity: its boundary is closed with cones (one per boundary loop, to the loop's
+centroid), the closed mesh's winding number is counted exactly, and the cones' own — few triangles — is
+taken off with libigl's ``fast_winding_number``. That stays near 1 inside small holes. A point whose winding
+number lies far from a whole number has no clear side; the fraction of such points says whether the mesh
+encloses a volume at all (:data:`MAX_AMBIGUOUS`).
 """
 
 from __future__ import annotations
@@ -51,8 +52,8 @@ def contains(vertices: np.ndarray, faces: np.ndarray, points: np.ndarray) -> Con
 
 
 def winding_numbers(vertices: np.ndarray, faces: np.ndarray, points: np.ndarray) -> tuple[np.ndarray, bool]:
-    """The mesh's winding number at ``points (N, 3)`` -> ``(N,) float64``, and whether it is exact (closed mesh;
-    else the generalised winding number). Coordinates are taken relative to the mesh's centre in float64."""
+    """The mesh's winding number at ``points (N, 3)`` -> ``(N,) float64``, and whether it is exact (a closed
+    mesh; else the generalised winding number). Coordinates are taken relative to the mesh's centre."""
     vertices = np.asarray(vertices, np.float64)
     faces = np.asarray(faces, np.int64).reshape(-1, 3)
     points = np.asarray(points, np.float64).reshape(-1, 3)
@@ -60,48 +61,43 @@ def winding_numbers(vertices: np.ndarray, faces: np.ndarray, points: np.ndarray)
         return np.zeros(len(points)), True
     centre = (vertices.min(axis=0) + vertices.max(axis=0)) / 2
     vertices, points = vertices - centre, points - centre
-    body, open_ = _bodies(faces)
-    if open_.any():
-        return igl.fast_winding_number(vertices, np.ascontiguousarray(faces), np.ascontiguousarray(points)), False
-    winding = np.zeros(len(points))
-    for b in range(len(open_)):
-        part = faces[body == b]
-        corners = vertices[part]
-        sign = np.sign(np.einsum("ij,ij->i", corners[:, 0], np.cross(corners[:, 1], corners[:, 2])).sum())
-        lo, hi = corners.min(axis=(0, 1)), corners.max(axis=(0, 1))
-        near = np.flatnonzero(np.all((points >= lo) & (points <= hi), axis=1))
-        if sign and len(near):
-            winding[near] += sign * _parity(vertices, part, points[near])
-    return winding, True
+    cone_vertices, cones = _cones(vertices, faces)
+    if len(cones) == 0:
+        return _crossings_above(vertices, faces, points).astype(np.float64), True
+    closed_vertices = np.concatenate([vertices, cone_vertices])
+    closed = _crossings_above(closed_vertices, np.concatenate([faces, cones]), points)
+    used, cone_faces = np.unique(cones, return_inverse=True)
+    correction = igl.fast_winding_number(closed_vertices[used], cone_faces.reshape(-1, 3), points)
+    return closed - correction, False
 
 
-def _bodies(faces: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """The bodies of a mesh: faces joined across edges that exactly two faces share, so bodies that touch at an
-    edge or a vertex, or overlap sharing some vertices, stay apart. Returns each face's body ``(F,) int`` and,
-    per body, whether it is open (an edge on an odd number of its faces) ``(B,) bool``."""
-    ends = np.sort(np.stack([faces, np.roll(faces, -1, axis=1)], axis=2).reshape(-1, 2), axis=1)
-    key = ends[:, 0] * (int(faces.max()) + 1) + ends[:, 1]           # one per edge of each face: (3F,)
-    order = np.argsort(key, kind="stable")
-    sorted_key, face_of = key[order], order // 3
-    starts = np.flatnonzero(np.r_[True, sorted_key[1:] != sorted_key[:-1]])
-    counts = np.diff(np.r_[starts, len(key)])
-    pairs = starts[counts == 2]
-    graph = sparse.coo_matrix((np.ones(len(pairs), np.int8), (face_of[pairs], face_of[pairs + 1])),
-                              shape=(len(faces), len(faces)))
-    body = connected_components(graph, directed=False)[1]
-    # A body is open where one of its edges lies on an odd number of its faces: an edge of one face, or of
-    # three or more (then counted per body); an edge of two faces joins them into one body, which has both.
-    open_ = np.zeros(body.max() + 1, bool)
-    open_[body[face_of[starts[counts == 1]]]] = True
-    crowded = np.repeat(counts >= 3, counts)
-    pairs, faces_on = np.unique(np.stack([body[face_of[crowded]], sorted_key[crowded]], axis=1), axis=0,
-                                return_counts=True)
-    open_[pairs[faces_on % 2 == 1, 0]] = True
-    return body, open_
+def _cones(vertices: np.ndarray, faces: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Triangles that close the mesh's boundary: ``(K, 3) float64`` new vertices (one per boundary loop, its
+    centroid) and ``(M, 3) int`` faces (vertices numbered after the mesh's own). The boundary is every edge
+    whose faces do not cancel (``a -> b`` as often as ``b -> a``); each is closed by as many triangles ``(b, a,
+    apex)`` as it is left open, so the mesh and its cones form a closed, consistently oriented surface."""
+    directed = np.stack([faces, np.roll(faces, -1, axis=1)], axis=2).reshape(-1, 2)
+    size = len(vertices)
+    net = sparse.coo_matrix((np.ones(len(directed), np.int64), (directed[:, 0], directed[:, 1])),
+                            shape=(size, size)).tocsr()
+    net = (net - net.T).tocoo()                                  # a -> b minus b -> a
+    keep = net.data > 0
+    a, b, times = net.row[keep], net.col[keep], net.data[keep]
+    if len(a) == 0:
+        return np.zeros((0, 3)), np.zeros((0, 3), np.int64)
+    a, b = np.repeat(a, times), np.repeat(b, times)
+    graph = sparse.coo_matrix((np.ones(len(a), np.int8), (a, b)), shape=(size, size))
+    _, loop_of = connected_components(graph, directed=False)
+    present, loop = np.unique(loop_of[a], return_inverse=True)  # the loops that have boundary edges
+    apex = np.zeros((len(present), 3))
+    np.add.at(apex, loop, vertices[a])
+    apex /= np.bincount(loop, minlength=len(present))[:, None]
+    return apex, np.stack([b, a, size + loop], axis=1)
 
 
-def _parity(vertices: np.ndarray, faces: np.ndarray, points: np.ndarray) -> np.ndarray:
-    """Per point, whether a ray from it along +z crosses the surface an odd number of times: ``(N,) int``."""
+def _crossings_above(vertices: np.ndarray, faces: np.ndarray, points: np.ndarray) -> np.ndarray:
+    """Per point, the signed count of the surface's crossings by a ray from it along +z (+1 where the surface
+    faces up): the winding number of a closed surface, ``(N,) int``."""
     axis, u, v = 2, 0, 1
     tri2 = vertices[faces][:, :, [u, v]]                      # (F, 3, 2)
     tri_a = vertices[faces][:, :, axis]                        # (F, 3)
@@ -148,7 +144,9 @@ def _parity(vertices: np.ndarray, faces: np.ndarray, points: np.ndarray) -> np.n
         pair_tri = tri_sorted[start[p_id[pair_point]] + offset]
         hits, above = _crossings(points[pair_point][:, [u, v]], points[pair_point, axis], faces[pair_tri],
                                  tri2[pair_tri], tri_a[pair_tri], np.sign(area[pair_tri]))
-        out[idx] = np.bincount(pair_point[hits & above] - first, minlength=len(idx)) % 2
+        counted = hits & above
+        out[idx] = np.round(np.bincount(pair_point[counted] - first, np.sign(area[pair_tri][counted]),
+                                        minlength=len(idx))).astype(np.int64)
         first = last
     return out
 
