@@ -15,7 +15,8 @@ class TrainConfig:
     """Training options. The network defaults to the seed's (64 wide, 4 hidden layers). Training stops after
     ``epochs``, when ``time_budget`` seconds (sampling included, see :func:`~occnet.train.trainer.fit`) would
     run out — the learning-rate schedule is fitted to the epochs that fit — or after ``patience`` epochs
-    without a better validation loss, whichever comes first."""
+    without a better validation loss in the second half of the schedule (in the first, the learning rate is
+    still high and the loss noisy), whichever comes first."""
 
     epochs: int = 60
     batch_size: int = 1024

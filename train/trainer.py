@@ -261,7 +261,7 @@ def fit(data: PointSet, config: TrainConfig, files: RunFiles, *, resume: bool = 
             stopped = f"time budget ({config.time_budget:g} s): {planned} epochs fit"
         elif elapsed > config.time_budget and epoch < config.epochs:
             stopped = f"time budget ({config.time_budget:g} s) spent"
-        elif epoch - best_epoch >= config.patience and epoch < config.epochs:
+        elif epoch - best_epoch >= config.patience and 2 * epoch >= planned and epoch < config.epochs:
             stopped = f"no better validation loss for {config.patience} epochs"
         else:
             continue
