@@ -37,7 +37,7 @@ RECIPES = {
     "long": (TrainConfig(epochs=150), SamplingConfig(num_points=200_000)),
     "fourier": (TrainConfig(encoding="fourier", fourier_features=32, fourier_scale=2.0), SamplingConfig()),
     "wide": (TrainConfig(hidden_size=128, epochs=100), SamplingConfig(num_points=200_000)),
-    "budget": (TrainConfig(epochs=1000), SamplingConfig()),
+    "60-epochs": (TrainConfig(epochs=60), SamplingConfig()),
 }
 
 

@@ -12,13 +12,15 @@ from occnet.runtime.errors import InputError
 
 @dataclass(frozen=True)
 class TrainConfig:
-    """Training options. The network defaults to the seed's (64 wide, 4 hidden layers). Training stops after
+    """Training options. The network defaults to the seed's (64 wide, 4 hidden layers). By default the time
+    budget decides how long to train (``epochs`` is an upper bound): on the quality suite that beat 60 fixed
+    epochs in the worst case (1.24x against 1.62x the sampling floor). Training stops after
     ``epochs``, when ``time_budget`` seconds (sampling included, see :func:`~occnet.train.trainer.fit`) would
     run out — the learning-rate schedule is fitted to the epochs that fit — or after ``patience`` epochs
     without a better validation loss in the second half of the schedule (in the first, the learning rate is
     still high and the loss noisy), whichever comes first."""
 
-    epochs: int = 60
+    epochs: int = 1000
     batch_size: int = 1024
     lr: float = 3e-3
     hidden_size: int = 64
