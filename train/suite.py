@@ -38,7 +38,7 @@ def quality_suite(seed: int = 0) -> dict[str, SuiteShape]:
         "stepped": SuiteShape(parts["stepped"], "steps and a corner notch: sharp concave and convex edges"),
         "cross": SuiteShape(parts["cross"], "a cross with a stepped arm end"),
         "embossed": SuiteShape(_turned(voxel_solid(_embossed_letters(), 1.0), rng), "raised letters OCC, "
-                               "one voxel (2.4% of the length) high"),
+                               "one voxel (2.4% of the length) high; the O's strokes meet at edges"),
         "engraved": SuiteShape(_turned(voxel_solid(_engraved_grooves(), 1.0), rng), "three grooves cut "
                                "into the top face, 3% wide"),
         "thin plate": SuiteShape(_turned(_sdf_mesh(_thin_plate, (0.52, 0.32, 0.03)), rng), "sheet metal 1% "
