@@ -10,6 +10,7 @@ import typer
 
 from occnet.runtime.console import run_app
 from occnet.runtime.errors import InputError
+from occnet.runtime.inside import MAX_AMBIGUOUS
 
 eval_app = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
 
@@ -46,7 +47,8 @@ def occ_eval(
         result = compare_meshes(read_mesh(first), read_mesh(second), samples, (0.01, *(tau or [])),
                                 iou_samples, seed)
         fscores = ", ".join(f"F@{t:g} {v:.4f}" for t, v in result.fscore.items())
-        iou = f"IoU {result.iou:.4f}" if result.iou is not None else "IoU n/a (not both closed)"
+        iou = f"IoU {result.iou:.4f}" if result.iou is not None else \
+            f"IoU n/a (a mesh leaves over {MAX_AMBIGUOUS:.0%} of the points without a clear side)"
         text = f"{first.name} vs {second.name}: Chamfer-L1 {result.chamfer_l1:.5f}, normal consistency " \
                f"{result.normal_consistency:.4f}, {fscores}, {iou}"
     typer.echo(json.dumps(result.to_dict()) if as_json else text)

@@ -43,12 +43,16 @@ def test_scale_invariant():
     assert small.iou == pytest.approx(large.iou, rel=1e-6)
 
 
-def test_open_mesh_has_no_iou_and_same_seed_same_figures():
+def test_open_mesh_iou_by_winding_number_and_same_seed_same_figures():
+    """A reference with a small hole still has an inside (IoU against the closed sphere near 1); a bowl open
+    over its top leaves too many points without a clear side for an IoU."""
     sphere = trimesh.creation.icosphere(3)
     bowl = trimesh.Trimesh(sphere.vertices, sphere.faces[sphere.triangles_center[:, 2] < 0.7], process=False)
     first = compare_meshes(bowl, sphere, samples=5000, seed=4)
     assert first.iou is None
     assert first == compare_meshes(bowl, sphere, samples=5000, seed=4)
+    holed = trimesh.Trimesh(sphere.vertices, sphere.faces[1:], process=False)
+    assert compare_meshes(sphere, holed, samples=5000, seed=4).iou > 0.999
 
 
 def test_voxel_solids_are_closed_with_the_right_volume():
