@@ -10,7 +10,6 @@ import typer
 
 from occnet.runtime.console import run_app
 from occnet.runtime.errors import InputError
-from occnet.runtime.inside import MAX_AMBIGUOUS
 
 eval_app = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
 
@@ -30,6 +29,7 @@ def occ_eval(
     """Chamfer-L1, normal consistency, F-score and IoU of MESH against REFERENCE (ONet's metrics), or IoU
     and accuracy of MODEL.onnx on labelled POINTS.npz."""
     from occnet.runtime.evaluate import compare_meshes, evaluate_model
+    from occnet.runtime.inside import MAX_AMBIGUOUS
     from occnet.runtime.meshio import mesh_format, read_mesh
     from occnet.runtime.points import load_npz
     from occnet.runtime.session import OccupancyModel
