@@ -6,9 +6,10 @@ The volume border counts as outside: one layer of samples around the grid reads 
 *pad*), so a surface cut by the box is closed there. Samples never evaluated read as NaN.
 
 A storage holds the samples and hands them to marching cubes (:mod:`occnet.runtime.surface`) as
-:class:`Block` s: :class:`DenseStorage` is one volume (the reference, memory proportional to the volume);
-:class:`BrickStorage` holds ``BRICK``^3-cell bricks only where the surface can be (memory proportional to the
-surface). Marching cubes reads nothing else, so a change of storage touches this module only.
+:class:`Block` s of ``BRICK``^3-cell bricks (:func:`stacked_blocks`): :class:`DenseStorage` is one volume (the
+reference, memory proportional to the volume) cut into bricks as it is marched; :class:`BrickStorage` holds
+bricks only where the surface can be (memory proportional to the surface). Marching cubes reads nothing
+else, so a change of storage touches this module only.
 """
 
 from __future__ import annotations
