@@ -13,8 +13,10 @@ from occnet.runtime.grid import Grid
 from occnet.runtime.machine import available_bytes
 from occnet.runtime.session import OccupancyModel
 from occnet.runtime.settings import MeshSettings, probability_to_logit
-from occnet.runtime.surface import extract_mesh, filter_components, is_closed
+from occnet.runtime.surface import drop_specks, extract_mesh, filter_components, is_closed
 
+SPECK_CELLS = 2
+"""Pieces of the mesh no wider than this many grid cells are dropped as specks (see ``drop_specks``)."""
 BASE_BYTES = 300 * 2**20
 """Libraries and onnxruntime's session, before any field (peak RSS of a tiny extraction)."""
 DENSE_BYTES_PER_POINT = 9.0
@@ -78,7 +80,7 @@ def mesh_field(fn: LogitFn, bounds_min, bounds_max, settings: MeshSettings = Mes
     else:
         field = adaptive_field(fn, grid, level, settings.batch_size, progress)
     inferred = time.perf_counter()
-    mesh = extract_mesh(field, level)
+    mesh = drop_specks(extract_mesh(field, level), SPECK_CELLS * grid.spacing)
     mesh = filter_components(mesh, settings.largest_only, settings.min_faces)
     done = time.perf_counter()
     stats = MeshStats(settings.method, provider, settings.resolution, grid.shape, field.points_evaluated,

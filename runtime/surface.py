@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import numpy as np
 import trimesh
-from scipy import sparse
+from scipy import ndimage, sparse
+from scipy.sparse.csgraph import connected_components
 from skimage import measure
 
 from occnet.runtime.errors import EmptySurfaceError, InputError
@@ -84,6 +85,30 @@ def _march(block: Block, level: float) -> tuple[np.ndarray, np.ndarray] | None:
     verts = verts.astype(np.float64)
     verts[:, 0] -= box * length
     return verts + block.origins[box], faces.astype(np.int64)
+
+
+def drop_specks(mesh: trimesh.Trimesh, size: float) -> trimesh.Trimesh:
+    """``mesh`` without its specks: connected pieces no wider than ``size`` along any axis (at two grid cells,
+    a sample or two alone on their side of the level: noise below what the grid resolves, not a part). A mesh
+    that is all specks is kept whole."""
+    faces = np.asarray(mesh.faces)
+    count = len(mesh.vertices)
+    graph = sparse.coo_matrix((np.ones(2 * len(faces), np.int8), (faces[:, [0, 1]].reshape(-1),
+                                                                  faces[:, [1, 2]].reshape(-1))),
+                              shape=(count, count))
+    pieces, piece = connected_components(graph, directed=False)
+    if pieces == 1:
+        return mesh
+    verts = np.asarray(mesh.vertices)
+    index = np.arange(pieces)
+    extent = np.stack([ndimage.maximum(verts[:, a], piece, index) - ndimage.minimum(verts[:, a], piece, index)
+                       for a in range(3)], axis=1)
+    speck = np.all(extent <= size, axis=1)
+    if speck.all() or not speck.any():
+        return mesh
+    kept = ~speck[piece]
+    number = np.cumsum(kept) - 1
+    return trimesh.Trimesh(verts[kept], number[faces[kept[faces[:, 0]]]], process=False)
 
 
 def filter_components(mesh: trimesh.Trimesh, largest_only: bool = False, min_faces: int = 0) -> trimesh.Trimesh:
