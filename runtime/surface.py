@@ -54,11 +54,8 @@ def extract_mesh(field: Field, level: float) -> trimesh.Trimesh:
     target[maybe] = maybe[first[inverse.reshape(-1)]]
     faces = target[faces]
     faces = faces[(faces[:, 0] != faces[:, 1]) & (faces[:, 1] != faces[:, 2]) & (faces[:, 0] != faces[:, 2])]
-    used = np.zeros(len(verts), bool)
-    used[faces] = True
-    number = np.cumsum(used) - 1                                      # new index of each vertex kept
-    verts = verts[used]
-    return trimesh.Trimesh(field.grid.to_world(verts), number[faces], process=False)
+    verts, faces = _compact(verts, faces)
+    return trimesh.Trimesh(field.grid.to_world(verts), faces, process=False)
 
 
 def is_closed(faces: np.ndarray) -> bool:
@@ -91,24 +88,17 @@ def drop_specks(mesh: trimesh.Trimesh, size: float) -> trimesh.Trimesh:
     """``mesh`` without its specks: connected pieces no wider than ``size`` along any axis (at two grid cells,
     a sample or two alone on their side of the level: noise below what the grid resolves, not a part). A mesh
     that is all specks is kept whole."""
-    faces = np.asarray(mesh.faces)
-    count = len(mesh.vertices)
-    graph = sparse.coo_matrix((np.ones(2 * len(faces), np.int8), (faces[:, [0, 1]].reshape(-1),
-                                                                  faces[:, [1, 2]].reshape(-1))),
-                              shape=(count, count))
-    pieces, piece = connected_components(graph, directed=False)
-    if pieces == 1:
+    faces, verts = np.asarray(mesh.faces), np.asarray(mesh.vertices)
+    count, piece = _pieces(faces, len(verts))
+    if count == 1:
         return mesh
-    verts = np.asarray(mesh.vertices)
-    index = np.arange(pieces)
+    index = np.arange(count)
     extent = np.stack([ndimage.maximum(verts[:, a], piece, index) - ndimage.minimum(verts[:, a], piece, index)
                        for a in range(3)], axis=1)
     speck = np.all(extent <= size, axis=1)
     if speck.all() or not speck.any():
         return mesh
-    kept = ~speck[piece]
-    number = np.cumsum(kept) - 1
-    return trimesh.Trimesh(verts[kept], number[faces[kept[faces[:, 0]]]], process=False)
+    return trimesh.Trimesh(*_compact(verts, faces[~speck[piece[faces[:, 0]]]]), process=False)
 
 
 def filter_components(mesh: trimesh.Trimesh, largest_only: bool = False, min_faces: int = 0) -> trimesh.Trimesh:
@@ -117,11 +107,30 @@ def filter_components(mesh: trimesh.Trimesh, largest_only: bool = False, min_fac
         raise InputError(f"min faces must be >= 0, got {min_faces}")
     if not largest_only and min_faces <= 1:
         return mesh
-    parts = mesh.split(only_watertight=False)
+    faces = np.asarray(mesh.faces)
+    count, piece = _pieces(faces, len(mesh.vertices))
+    of_face = piece[faces[:, 0]]
+    sizes = np.bincount(of_face, minlength=count)
+    keep = sizes == sizes.max() if largest_only else sizes >= min_faces
     if largest_only:
-        parts = [max(parts, key=lambda p: len(p.faces))]
-    else:
-        parts = [p for p in parts if len(p.faces) >= min_faces]
-        if not parts:
-            raise EmptySurfaceError(f"every component has fewer than {min_faces} faces")
-    return trimesh.util.concatenate(parts) if len(parts) > 1 else parts[0]
+        keep &= np.cumsum(keep) == 1                          # one piece, the first of the largest
+    if not keep.any():
+        raise EmptySurfaceError(f"every component has fewer than {min_faces} faces")
+    return trimesh.Trimesh(*_compact(np.asarray(mesh.vertices), faces[keep[of_face]]), process=False)
+
+
+def _pieces(faces: np.ndarray, vertex_count: int) -> tuple[int, np.ndarray]:
+    """The connected pieces of a mesh (faces joined through shared vertices): their number and each vertex's
+    piece, ``(V,) int``."""
+    graph = sparse.coo_matrix((np.ones(2 * len(faces), np.int8), (faces[:, [0, 1]].reshape(-1),
+                                                                  faces[:, [1, 2]].reshape(-1))),
+                              shape=(vertex_count, vertex_count))
+    return connected_components(graph, directed=False)
+
+
+def _compact(verts: np.ndarray, faces: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``verts`` without the ones no face uses, and ``faces`` renumbered to match."""
+    used = np.zeros(len(verts), bool)
+    used[faces] = True
+    number = np.cumsum(used) - 1                                      # new index of each vertex kept
+    return verts[used], number[faces]
