@@ -19,7 +19,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import igl
 import numpy as np
 from scipy import sparse
 from scipy.sparse.csgraph import connected_components
@@ -66,6 +65,8 @@ def winding_numbers(vertices: np.ndarray, faces: np.ndarray, points: np.ndarray)
         return _crossings_above(vertices, faces, points).astype(np.float64), True
     closed_vertices = np.concatenate([vertices, cone_vertices])
     closed = _crossings_above(closed_vertices, np.concatenate([faces, cones]), points)
+    import igl  # only open meshes need it: loading it costs half a second
+
     used, cone_faces = np.unique(cones, return_inverse=True)
     correction = igl.fast_winding_number(closed_vertices[used], cone_faces.reshape(-1, 3), points)
     return closed - correction, False
