@@ -255,21 +255,31 @@ def fit(data: PointSet, config: TrainConfig, files: RunFiles, *, resume: bool = 
         write_metrics(history, files.metrics)
         if on_epoch:
             on_epoch(row)
-        elapsed = time.perf_counter() - started
-        best_epoch = min(history, key=lambda m: m.val_loss).epoch
-        if epoch >= planned and epoch < config.epochs:
-            stopped = f"time budget ({config.time_budget:g} s): {planned} epochs fit"
-        elif elapsed > config.time_budget and epoch < config.epochs:
-            stopped = f"time budget ({config.time_budget:g} s) spent"
-        elif epoch - best_epoch >= config.patience and 2 * epoch >= planned and epoch < config.epochs:
-            stopped = f"no better validation loss for {config.patience} epochs"
-        else:
-            continue
-        break
+        reason = _early_stop(config, history, planned, time.perf_counter() - started)
+        if reason:
+            stopped = reason
+            break
 
     plot_history(history, files.plot)
     best = min(history, key=lambda m: m.val_loss)
     return TrainResult(history, best, files, time.perf_counter() - started, stopped)
+
+
+def _early_stop(config: TrainConfig, history: list[EpochMetrics], planned: int, elapsed: float) -> str | None:
+    """Why the run stops after its latest epoch, before ``config.epochs``: the epochs its budget fitted are
+    done, the budget is spent, or ``patience`` epochs in the second half of the schedule brought no better
+    validation loss; None to go on."""
+    epoch = history[-1].epoch
+    if epoch >= config.epochs:
+        return None                                           # the loop ends by itself
+    if epoch >= planned:
+        return f"time budget ({config.time_budget:g} s): {planned} epochs fit"
+    if elapsed > config.time_budget:
+        return f"time budget ({config.time_budget:g} s) spent"
+    best = min(history, key=lambda m: m.val_loss).epoch
+    if epoch - best >= config.patience and 2 * epoch >= planned:
+        return f"no better validation loss for {config.patience} epochs"
+    return None
 
 
 def run_options(run_dir: Path) -> dict:
