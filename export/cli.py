@@ -7,7 +7,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from occnet.runtime.console import fail, run_app
+from occnet.runtime.console import run_app
 
 export_app = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
 
@@ -36,10 +36,4 @@ def occ_export(
 
 def export_main(argv: list[str] | None = None) -> None:
     """Entry point: needs PyTorch and onnx (the ``[train]`` extra); says so in one line if missing."""
-    try:
-        import onnx  # noqa: F401
-        import torch  # noqa: F401
-    except ModuleNotFoundError as exc:
-        fail("occ-export", f"{exc.name} is not installed; occ-export needs the train extra: "
-             "pip install 'occnet[train]'")
-    run_app(export_app, "occ-export", argv)
+    run_app(export_app, "occ-export", argv, extra="train", needs=("torch", "onnx"))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import importlib
 import re
 import signal
 import sys
@@ -44,14 +45,22 @@ def fail(prog: str, message: str, code: int = EXIT_ERROR) -> None:
     raise SystemExit(code)
 
 
-def run_app(app: typer.Typer, prog: str, args: list[str] | None = None) -> None:
+def run_app(app: typer.Typer, prog: str, args: list[str] | None = None, extra: str = "",
+            needs: tuple[str, ...] = ()) -> None:
     """Run a typer app so that every error a user can cause ends as one line and a non-zero exit, and an
     interruption (Ctrl-C, SIGTERM) as ``interrupted`` with 128 + the signal number, whatever the libraries
-    in between made of it."""
+    in between made of it.
+
+    ``needs`` are modules of the optional ``extra`` the command cannot start without; they are imported
+    here, after the signal handlers, so that a missing one is one line naming the extra and a Ctrl-C during
+    their (seconds-long) import is an interruption like any other.
+    """
     signals.install()
     command = typer.main.get_command(app)
     detail, error, code, interrupted = "", None, EXIT_ERROR, False
     try:
+        for module in needs:
+            importlib.import_module(module)
         # typer turns a KeyboardInterrupt into a returned 130 under standalone_mode=False
         returned = command.main(args=args, prog_name=prog, standalone_mode=False)
         interrupted = returned == EXIT_SIGNAL_BASE + signal.SIGINT
@@ -61,6 +70,10 @@ def run_app(app: typer.Typer, prog: str, args: list[str] | None = None) -> None:
         interrupted = True
     except OccNetError as exc:
         error = str(exc)
+    except ModuleNotFoundError as exc:
+        if exc.name not in needs:
+            raise
+        error = f"{exc.name} is not installed; {prog} needs the {extra} extra: pip install 'occnet[{extra}]'"
     except _ClickException as exc:
         error, code = exc.format_message(), EXIT_USAGE
     except MemoryError:

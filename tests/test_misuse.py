@@ -408,3 +408,21 @@ def test_arch_fields_are_checked_in_the_contract():
     with pytest.raises(ValueError, match="fourier_scale"):
         Architecture(encoding="fourier", fourier_features=4, fourier_scale=float("nan"))
     assert ModelInfo.from_metadata(INFO.to_metadata()) == INFO
+
+
+@pytest.mark.parametrize("prog,module,signum", [("occ-train", "occnet.train.cli:train_main", signal.SIGINT),
+                                                 ("occ-export", "occnet.export.cli:export_main", signal.SIGTERM)])
+def test_interrupted_while_importing_torch(tmp_path, prog, module, signum):
+    """Importing torch takes seconds: a Ctrl-C then is an interruption like any other, not a traceback. A
+    `torch` that takes 60 s to import holds the command there for certain."""
+    (tmp_path / "torch").mkdir()
+    (tmp_path / "torch" / "__init__.py").write_text("import time\ntime.sleep(60)\n")
+    mod, func = module.split(":")
+    proc = subprocess.Popen([sys.executable, "-c", f"from {mod} import {func}; {func}()", "x.npz"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, "PYTHONPATH": str(tmp_path)})
+    time.sleep(2.0)
+    assert proc.poll() is None
+    proc.send_signal(signum)
+    out, err = proc.communicate(timeout=30)
+    assert_interrupted(proc.returncode, err, signum)

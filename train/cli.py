@@ -10,7 +10,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from occnet.runtime.console import Device, Interrupted, fail, run_app
+from occnet.runtime.console import Device, Interrupted, run_app
 from occnet.runtime.contract import ENCODINGS
 from occnet.train.config import SAMPLING_DEFAULTS, TRAIN_DEFAULTS
 
@@ -122,8 +122,4 @@ def _fmt(v) -> str:
 
 def train_main(argv: list[str] | None = None) -> None:
     """Entry point: needs PyTorch (the ``[train]`` extra); says so in one line if it is missing."""
-    try:
-        import torch  # noqa: F401
-    except ModuleNotFoundError:
-        fail("occ-train", "PyTorch is not installed; occ-train needs the train extra: pip install 'occnet[train]'")
-    run_app(train_app, "occ-train", argv)
+    run_app(train_app, "occ-train", argv, extra="train", needs=("torch",))
