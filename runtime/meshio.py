@@ -10,8 +10,7 @@ import trimesh
 
 from occnet.runtime.errors import InputError, first_line
 from occnet.runtime.files import check_output, write_bytes_atomic
-
-MESH_FORMATS = {".ply": "ply", ".obj": "obj", ".stl": "stl", ".glb": "glb", ".off": "off"}
+from occnet.runtime.settings import MESH_FORMATS
 
 
 def mesh_format(path: Path) -> str:

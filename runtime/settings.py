@@ -7,6 +7,8 @@ from dataclasses import dataclass
 
 from occnet.runtime.errors import InputError
 
+MESH_FORMATS = {".ply": "ply", ".obj": "obj", ".stl": "stl", ".glb": "glb", ".off": "off"}
+"""Mesh file suffixes occnet reads and writes, and trimesh's name for each."""
 METHODS = ("adaptive", "dense")
 """``adaptive``: coarse-to-fine narrow band (default); ``dense``: every grid point (the reference)."""
 

@@ -192,3 +192,12 @@ def test_commands_without_torch_say_which_extra(tmp_path):
         result = subprocess.run([sys.executable, "-c", f"from {mod} import {func}; {func}()"],
                                 capture_output=True, text=True, env=env)
         assert_clean_failure(result, prog, "occnet[train]")
+
+
+def test_occ_mesh_output_names_one_file(trained_onnx, tmp_path):
+    for extra in ([str(trained_onnx)], ["--out-dir", str(tmp_path)]):
+        result = run_cli("occ-mesh", str(trained_onnx), *extra, "--output", str(tmp_path / "m.ply"))
+        assert_clean_failure(result, "occ-mesh", "--output names one mesh file")
+    result = run_cli("occ-mesh", str(trained_onnx), str(trained_onnx), "--out-dir", str(tmp_path))
+    assert_clean_failure(result, "occ-mesh", "two models would write the same mesh file")
+    assert listing(tmp_path) == []

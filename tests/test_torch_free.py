@@ -42,6 +42,29 @@ def test_occ_mesh_runs_without_torch(runtime_venv, tmp_path):
     assert mesh.is_watertight and len(mesh.faces) > 1000
 
 
+def test_occ_mesh_meshes_several_models_without_torch(runtime_venv, tmp_path):
+    """``occ-mesh runs/*/model.onnx --out-dir meshes``: each mesh at its model's path under the common folder;
+    a broken model among them is reported and the others are still written."""
+    for name in ("a", "b", "c"):
+        (tmp_path / "runs" / name).mkdir(parents=True)
+        shutil.copy(DEMO_ONNX, tmp_path / "runs" / name / "model.onnx")
+    (tmp_path / "runs" / "b" / "model.onnx").write_bytes(b"not a model")
+    models = sorted(str(p) for p in (tmp_path / "runs").glob("*/model.onnx"))
+    result = subprocess.run([str(runtime_venv / "occ-mesh"), *models, "--resolution", "32", "--out-dir",
+                             str(tmp_path / "meshes"), "--format", "obj", "--json"],
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 1
+    errors = result.stderr.strip().splitlines()
+    assert len(errors) == 2 and "runs/b/model.onnx" in errors[0] and errors[1].endswith(
+        "1 of 3 models failed (see above); the other meshes were written"), result.stderr
+    rows = [json.loads(line) for line in result.stdout.splitlines()]
+    assert [Path(r["output"]).relative_to(tmp_path / "meshes").as_posix() for r in rows] == ["a/model.obj",
+                                                                                             "c/model.obj"]
+    for row in rows:
+        assert trimesh.load(row["output"]).is_watertight and row["faces"] > 100
+    assert not (tmp_path / "meshes" / "b").exists()
+
+
 def test_runtime_imports_nothing_from_train_or_export(runtime_venv):
     code = ("import sys, occnet.runtime, occnet.runtime.cli, occnet.runtime.inside; "
             "bad = [m for m in sys.modules if m.split('.')[0] in ('torch', 'onnx') "

@@ -4,18 +4,35 @@ from __future__ import annotations
 
 import time
 from dataclasses import asdict, replace
-from enum import Enum
 from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
 
 from occnet.runtime.console import Device, Interrupted, run_app
-from occnet.runtime.contract import ENCODINGS
 from occnet.train.config import SAMPLING_DEFAULTS, TRAIN_DEFAULTS
+from occnet.train.options import (
+    BatchSize,
+    Encoding,
+    EncodingOption,
+    Epochs,
+    FourierFeatures,
+    FourierScale,
+    HiddenLayers,
+    HiddenSize,
+    LearningRate,
+    NearFraction,
+    NearSigma,
+    NumPoints,
+    Patience,
+    Seed,
+    TimeBudget,
+    TrainDevice,
+    ValFraction,
+    configs,
+)
 
 train_app = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
-Encoding = Enum("Encoding", {name: name for name in ENCODINGS}, type=str)
 RESUME_ALLOWS = {"data", "resume", "epochs"}
 """What may be given with ``--resume``: the run's own options come from its last.pt; ``--epochs`` extends it
 and DATA names its data where the file has moved."""
@@ -28,33 +45,22 @@ def occ_train(
                     ".off .glb), or nothing for the built-in demo shape.")] = None,
     out_dir: Annotated[Path, typer.Option(help="Folder for best.pt, last.pt, metrics.csv, loss.png.")]
     = Path("."),
-    epochs: Annotated[int, typer.Option(help="Passes over the training points; with --resume, the "
-                      "total to extend the run to.")] = TRAIN_DEFAULTS.epochs,
-    batch_size: Annotated[int, typer.Option(help="Points per optimiser step.")] = TRAIN_DEFAULTS.batch_size,
-    lr: Annotated[float, typer.Option(help="Peak learning rate (warm-up, then cosine decay).")]
-    = TRAIN_DEFAULTS.lr,
-    hidden_size: Annotated[int, typer.Option(help="Width of the hidden layers.")] = TRAIN_DEFAULTS.hidden_size,
-    hidden_layers: Annotated[int, typer.Option(help="Hidden layers after the input layer.")]
-    = TRAIN_DEFAULTS.hidden_layers,
-    encoding: Annotated[Encoding, typer.Option(help="Input encoding: none, or fourier features.")]
-    = Encoding(TRAIN_DEFAULTS.encoding),
-    fourier_features: Annotated[int, typer.Option(help="fourier: number of random frequencies.")] = 32,
-    fourier_scale: Annotated[float, typer.Option(help="fourier: frequency spread (cycles per box).")] = 2.0,
-    val_fraction: Annotated[float, typer.Option(help="Share of points held out for validation.")]
-    = TRAIN_DEFAULTS.val_fraction,
-    num_points: Annotated[int, typer.Option(help="Points to sample from a mesh or the demo.")]
-    = SAMPLING_DEFAULTS.num_points,
-    near_fraction: Annotated[float, typer.Option(help="Share of sampled points drawn near the surface.")]
-    = SAMPLING_DEFAULTS.near_fraction,
-    near_sigma: Annotated[float, typer.Option(help="Spread of near-surface points, x longest side.")]
-    = SAMPLING_DEFAULTS.near_sigma,
-    seed: Annotated[int, typer.Option(help="Seed for sampling, split, initialisation and shuffling (>= 0).")]
-    = TRAIN_DEFAULTS.seed,
-    device: Annotated[Device, typer.Option(help="auto uses CUDA when PyTorch sees a GPU.")] = Device.auto,
-    time_budget: Annotated[float, typer.Option(help="Seconds for sampling and training (inf: none); the "
-                           "learning-rate schedule is fitted to the epochs that fit.")] = TRAIN_DEFAULTS.time_budget,
-    patience: Annotated[int, typer.Option(help="Stop after this many epochs without a better validation "
-                        "loss.")] = TRAIN_DEFAULTS.patience,
+    epochs: Epochs = TRAIN_DEFAULTS.epochs,
+    batch_size: BatchSize = TRAIN_DEFAULTS.batch_size,
+    lr: LearningRate = TRAIN_DEFAULTS.lr,
+    hidden_size: HiddenSize = TRAIN_DEFAULTS.hidden_size,
+    hidden_layers: HiddenLayers = TRAIN_DEFAULTS.hidden_layers,
+    encoding: EncodingOption = Encoding(TRAIN_DEFAULTS.encoding),
+    fourier_features: FourierFeatures = 32,
+    fourier_scale: FourierScale = 2.0,
+    val_fraction: ValFraction = TRAIN_DEFAULTS.val_fraction,
+    num_points: NumPoints = SAMPLING_DEFAULTS.num_points,
+    near_fraction: NearFraction = SAMPLING_DEFAULTS.near_fraction,
+    near_sigma: NearSigma = SAMPLING_DEFAULTS.near_sigma,
+    seed: Seed = TRAIN_DEFAULTS.seed,
+    device: TrainDevice = Device.auto,
+    time_budget: TimeBudget = TRAIN_DEFAULTS.time_budget,
+    patience: Patience = TRAIN_DEFAULTS.patience,
     resume: Annotated[Optional[Path], typer.Option(help="Continue the run in this folder from last.pt, "
                       "with the options and data it recorded (--epochs N extends it to N epochs).")] = None,
     force: Annotated[bool, typer.Option(help="Replace a previous run in --out-dir.")] = False,
@@ -62,7 +68,7 @@ def occ_train(
     """Train an occupancy network and keep the checkpoint with the best validation loss."""
     from occnet.runtime.console import progress_bar
     from occnet.train.sampling import SamplingConfig, load_points
-    from occnet.train.trainer import TrainConfig, claim_run, fit, run_options
+    from occnet.train.trainer import claim_run, fit, run_options
 
     if resume is not None:
         given = [p.name for p in ctx.command.params if p.name not in RESUME_ALLOWS
@@ -81,13 +87,7 @@ def occ_train(
             if data is None and recorded["data_path"]:
                 data = Path(recorded["data_path"])
         else:
-            fourier = encoding.value == "fourier"
-            config = TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, hidden_size=hidden_size,
-                                 hidden_layers=hidden_layers, encoding=encoding.value,
-                                 fourier_features=fourier_features if fourier else 0,
-                                 fourier_scale=fourier_scale if fourier else 0.0, val_fraction=val_fraction,
-                                 seed=seed, device=device.value, time_budget=time_budget, patience=patience)
-            sampling = SamplingConfig(num_points=num_points, near_fraction=near_fraction, near_sigma=near_sigma)
+            config, sampling = configs(ctx.params)
         finished = []                                # epochs this process completed
 
         def on_epoch(row) -> None:

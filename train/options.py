@@ -1,0 +1,45 @@
+"""The training options of the command line, shared by ``occ-train`` and ``occ-batch``: one typed alias per
+option (help text in one place) and :func:`configs`, which turns a command's values into the typed records."""
+
+from __future__ import annotations
+
+from dataclasses import fields
+from enum import Enum
+from typing import Annotated
+
+import typer
+
+from occnet.runtime.console import Device
+from occnet.runtime.contract import ENCODINGS
+from occnet.train.config import SamplingConfig, TrainConfig
+
+Encoding = Enum("Encoding", {name: name for name in ENCODINGS}, type=str)
+
+Epochs = Annotated[int, typer.Option(help="Passes over the training points (an upper bound under --time-budget); "
+                                     "with --resume, the total to extend the run to.")]
+BatchSize = Annotated[int, typer.Option(help="Points per optimiser step.")]
+LearningRate = Annotated[float, typer.Option(help="Peak learning rate (warm-up, then cosine decay).")]
+HiddenSize = Annotated[int, typer.Option(help="Width of the hidden layers.")]
+HiddenLayers = Annotated[int, typer.Option(help="Hidden layers after the input layer.")]
+EncodingOption = Annotated[Encoding, typer.Option(help="Input encoding: none, or fourier features.")]
+FourierFeatures = Annotated[int, typer.Option(help="fourier: number of random frequencies.")]
+FourierScale = Annotated[float, typer.Option(help="fourier: frequency spread (cycles per box).")]
+ValFraction = Annotated[float, typer.Option(help="Share of points held out for validation.")]
+NumPoints = Annotated[int, typer.Option(help="Points to sample from a mesh or the demo.")]
+NearFraction = Annotated[float, typer.Option(help="Share of sampled points drawn near the surface.")]
+NearSigma = Annotated[float, typer.Option(help="Spread of near-surface points, x longest side.")]
+Seed = Annotated[int, typer.Option(help="Seed for sampling, split, initialisation and shuffling (>= 0).")]
+TrainDevice = Annotated[Device, typer.Option(help="auto uses CUDA when PyTorch sees a GPU.")]
+TimeBudget = Annotated[float, typer.Option(help="Seconds for sampling and training (inf: none); the "
+                                           "learning-rate schedule is fitted to the epochs that fit.")]
+Patience = Annotated[int, typer.Option(help="Stop after this many epochs without a better validation loss.")]
+
+
+def configs(values: dict) -> tuple[TrainConfig, SamplingConfig]:
+    """The training and sampling records from a command's option values (``typer.Context.params``); the
+    Fourier options count only with ``--encoding fourier``."""
+    plain = {name: value.value if isinstance(value, Enum) else value for name, value in values.items()}
+    if plain["encoding"] != "fourier":
+        plain["fourier_features"], plain["fourier_scale"] = 0, 0.0
+    return (TrainConfig(**{f.name: plain[f.name] for f in fields(TrainConfig)}),
+            SamplingConfig(**{f.name: plain[f.name] for f in fields(SamplingConfig) if f.name in plain}))
