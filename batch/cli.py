@@ -1,0 +1,144 @@
+"""``occ-batch``: train, export, mesh and score a whole collection of shapes as Ray tasks, locally or on a
+cluster; a rerun skips what is finished."""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from occnet.runtime.cli import FormatOption, MeshFormat, Method, MethodOption, Resolution, Threshold
+from occnet.runtime.console import Device, Interrupted, run_app
+from occnet.runtime.errors import OccNetError
+from occnet.runtime.settings import MeshSettings
+from occnet.train.config import SAMPLING_DEFAULTS, TRAIN_DEFAULTS
+from occnet.train.options import (
+    BatchSize,
+    Encoding,
+    EncodingOption,
+    Epochs,
+    FourierFeatures,
+    FourierScale,
+    HiddenLayers,
+    HiddenSize,
+    LearningRate,
+    NearFraction,
+    NearSigma,
+    NumPoints,
+    Patience,
+    Seed,
+    TimeBudget,
+    TrainDevice,
+    ValFraction,
+    configs,
+)
+
+batch_app = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
+MESH_DEFAULTS = MeshSettings()
+
+
+@batch_app.command()
+def occ_batch(
+    ctx: typer.Context,
+    sources: Annotated[list[str], typer.Argument(help="Files, folders (searched recursively for meshes and "
+                       ".npz points; ONet's category/shape/points.npz is shape category/shape) or globs.")],
+    out_dir: Annotated[Path, typer.Option(help="Folder for NAME/{best.pt,last.pt,metrics.csv,loss.png,"
+                       "model.onnx,mesh.*,eval.json}, summary.csv and summary.png.")],
+    address: Annotated[Optional[str], typer.Option(help="Ray cluster to join: auto, or ray://HOST:PORT. "
+                       "Default: start Ray on this machine.")] = None,
+    threads_per_shape: Annotated[int, typer.Option(help="CPU threads of each shape's task (torch and "
+                                 "onnxruntime); the cores / this shapes run at once.")] = 1,
+    gpus_per_shape: Annotated[float, typer.Option(help="GPUs of each shape's task (fractions share one).")]
+    = 0.0,
+    eval_samples: Annotated[int, typer.Option(help="Surface samples each way scoring a mesh (ONet: 100000).")]
+    = 100_000,
+    epochs: Epochs = TRAIN_DEFAULTS.epochs,
+    batch_size: BatchSize = TRAIN_DEFAULTS.batch_size,
+    lr: LearningRate = TRAIN_DEFAULTS.lr,
+    hidden_size: HiddenSize = TRAIN_DEFAULTS.hidden_size,
+    hidden_layers: HiddenLayers = TRAIN_DEFAULTS.hidden_layers,
+    encoding: EncodingOption = Encoding(TRAIN_DEFAULTS.encoding),
+    fourier_features: FourierFeatures = 32,
+    fourier_scale: FourierScale = 2.0,
+    val_fraction: ValFraction = TRAIN_DEFAULTS.val_fraction,
+    num_points: NumPoints = SAMPLING_DEFAULTS.num_points,
+    near_fraction: NearFraction = SAMPLING_DEFAULTS.near_fraction,
+    near_sigma: NearSigma = SAMPLING_DEFAULTS.near_sigma,
+    seed: Seed = TRAIN_DEFAULTS.seed,
+    device: TrainDevice = Device.auto,
+    time_budget: TimeBudget = TRAIN_DEFAULTS.time_budget,
+    patience: Patience = TRAIN_DEFAULTS.patience,
+    resolution: Resolution = MESH_DEFAULTS.resolution,
+    method: MethodOption = Method(MESH_DEFAULTS.method),
+    threshold: Threshold = MESH_DEFAULTS.threshold,
+    file_format: FormatOption = MeshFormat.ply,
+) -> None:
+    """Run occ-train, occ-export, occ-mesh and occ-eval on every shape of SOURCES as Ray tasks."""
+    from occnet.batch.job import BatchSettings
+    from occnet.batch.runner import run_batch
+    from occnet.batch.sources import find_shapes
+
+    config, sampling = configs(ctx.params)
+    settings = BatchSettings(config, sampling, MeshSettings(resolution=resolution, method=method.value,
+                                                            threshold=threshold),
+                             file_format.value, eval_samples, threads_per_shape, gpus_per_shape)
+    shapes = find_shapes(sources, exclude=out_dir)
+    typer.echo(f"{len(shapes)} shapes -> {out_dir}", err=True)
+    try:
+        with _progress(len(shapes)) as show:
+            report = run_batch(shapes, settings, out_dir, address, show)
+    except KeyboardInterrupt:
+        raise Interrupted(f"finished shapes are kept in {out_dir}/summary.csv; run the same command again to "
+                          "continue") from None
+    typer.echo(f"{report.done} done, {report.failed} failed, {report.skipped} skipped (finished before) in "
+               f"{report.seconds:.0f} s: {out_dir / 'summary.csv'}, {out_dir / 'summary.png'}")
+    if report.failed:
+        worst = next(row for row in report.rows.values() if row["status"] == "failed")
+        raise OccNetError(f"{report.failed} of {len(shapes)} shapes failed (first: {worst['name']}: "
+                          f"{worst['error']}); see {out_dir / 'summary.csv'}")
+
+
+def _progress(total: int):
+    """A progress bar over shapes on a terminal, a plain line per change otherwise."""
+    import contextlib
+
+    from rich.console import Console
+    from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+
+    stderr = Console(stderr=True, highlight=False)
+    if stderr.is_terminal:
+        @contextlib.contextmanager
+        def bar():
+            with Progress(TextColumn("shapes"), BarColumn(), TextColumn("{task.description}"),
+                          TimeRemainingColumn(), console=stderr, transient=True) as progress:
+                task = progress.add_task("", total=total)
+                yield lambda p: progress.update(task, completed=p.done + p.failed + p.skipped,
+                                                description=_counts(p))
+        return bar()
+
+    @contextlib.contextmanager
+    def lines():
+        last = [None]
+
+        def show(p) -> None:
+            text = _counts(p)
+            if text != last[0]:
+                last[0] = text
+                eta = f", ETA {p.eta_seconds:.0f} s" if p.eta_seconds is not None else ""
+                sys.stderr.write(f"{time.strftime('%H:%M:%S')} shapes {p.done + p.failed + p.skipped}/{total}: "
+                                 f"{text}{eta}\n")
+                sys.stderr.flush()
+        yield show
+    return lines()
+
+
+def _counts(p) -> str:
+    return f"{p.done} done, {p.failed} failed, {p.skipped} skipped, {p.running} running"
+
+
+def batch_main(argv: list[str] | None = None) -> None:
+    """Entry point: needs Ray and PyTorch (the ``[batch]`` extra); says so in one line if they are missing."""
+    run_app(batch_app, "occ-batch", argv, extra="batch", needs=("ray", "torch", "onnx"))

@@ -1,0 +1,176 @@
+"""The batch on Ray: every shape not already finished becomes a task (:func:`~occnet.batch.job.run_shape`);
+results come back through Ray's object store and the driver writes them, atomically, into ``DIR/NAME/``.
+
+Ray schedules and retries: a worker that dies (SIGKILL, out of memory, a lost node) has its task run again
+(``MAX_RETRIES`` times); a shape that fails is a row of the summary, not the end of the batch. The summary is
+rewritten after every shape, so an interrupted batch keeps what finished and a rerun redoes only the rest.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import logging
+import os
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from occnet.batch.job import STAGES, BatchSettings, ShapeResult, run_shape
+from occnet.batch.sources import Shape, sha256
+from occnet.batch.summary import plot_summary, read_summary, write_summary
+from occnet.runtime import signals
+from occnet.runtime.errors import InputError, OutputError, first_line
+from occnet.runtime.files import check_writable, write_bytes_atomic
+
+MAX_RETRIES = 3
+"""Times Ray runs a task again whose worker died."""
+QUEUED_PER_SLOT = 2
+"""Tasks submitted per slot that can run one (the rest wait in the driver, their inputs unread)."""
+
+
+@dataclass(frozen=True)
+class BatchProgress:
+    """Where the batch stands: shapes finished in this run (done, failed), reused from an earlier one
+    (skipped), in the cluster's hands (running), and the time left at the pace so far (None before the
+    first result)."""
+
+    total: int
+    done: int
+    failed: int
+    skipped: int
+    running: int
+    eta_seconds: float | None
+
+
+@dataclass(frozen=True)
+class BatchReport:
+    """The finished batch: its summary rows by name and the counts of :class:`BatchProgress`."""
+
+    rows: dict[str, dict]
+    done: int
+    failed: int
+    skipped: int
+    seconds: float
+
+
+def run_batch(shapes: list[Shape], settings: BatchSettings, out_dir: str | Path, address: str | None = None,
+              on_progress: Callable[[BatchProgress], None] | None = None) -> BatchReport:
+    """Run the pipeline on ``shapes`` with Ray and write ``out_dir/NAME/...``, ``summary.csv`` and
+    ``summary.png``. ``address``: None starts Ray on this machine (or uses the one this process already
+    started), ``"auto"`` or ``"ray://HOST:PORT"`` joins a cluster. Shapes whose outputs are complete for the
+    same input and options are skipped."""
+    import ray
+
+    started = time.perf_counter()
+    out_dir = Path(out_dir)
+    with _claim(out_dir):
+        summary = out_dir / "summary.csv"
+        rows = read_summary(summary)
+        fingerprint = settings.fingerprint()
+        todo, skipped = [], 0
+        for shape in shapes:
+            digest = sha256(shape.read())
+            if _complete(rows.get(shape.name), digest, fingerprint, out_dir / shape.name, settings.outputs):
+                skipped += 1
+            else:
+                todo.append((shape, digest))
+        counts = {"done": 0, "failed": 0}
+        own_ray = not ray.is_initialized()
+        pending: dict = {}                      # task reference -> (shape, input digest)
+        try:
+            if todo:
+                if own_ray:
+                    ray.init(address=address, include_dashboard=False, logging_level=logging.ERROR,
+                             log_to_driver=False)
+                task = ray.remote(run_shape).options(num_cpus=settings.threads_per_shape,
+                                                     num_gpus=settings.gpus_per_shape, max_retries=MAX_RETRIES)
+                slots = max(1, int(ray.cluster_resources().get("CPU", 1) // settings.threads_per_shape))
+                while todo or pending:
+                    while todo and len(pending) < QUEUED_PER_SLOT * slots:
+                        shape, digest = todo.pop(0)
+                        ref = task.remote(shape.name, shape.source.suffix.lower(), shape.read(), settings)
+                        pending[ref] = (shape, digest)
+                    ready, _ = ray.wait(list(pending), num_returns=1, timeout=1.0)
+                    for ref in ready:
+                        shape, digest = pending.pop(ref)
+                        result = _result(ray, ref, shape)
+                        rows[shape.name] = _record(result, shape, digest, fingerprint, out_dir)
+                        counts["done" if result.ok else "failed"] += 1
+                        write_summary(rows, summary)
+                    if on_progress:
+                        finished = counts["done"] + counts["failed"]
+                        pace = (time.perf_counter() - started) / finished if finished else None
+                        on_progress(BatchProgress(len(shapes), counts["done"], counts["failed"], skipped,
+                                                  min(len(pending), slots),
+                                                  pace * (len(todo) + len(pending)) if pace else None))
+        except BaseException:
+            for ref in pending:
+                ray.cancel(ref, force=True)
+            raise
+        finally:
+            if own_ray and ray.is_initialized():
+                ray.shutdown()
+            if rows:
+                write_summary(rows, summary)
+                plot_summary(rows, out_dir / "summary.png")
+    return BatchReport(rows, counts["done"], counts["failed"], skipped, time.perf_counter() - started)
+
+
+def _result(ray, ref, shape: Shape) -> ShapeResult:
+    """The task's result; a task Ray gave up on (its worker died ``MAX_RETRIES + 1`` times) is a failed shape."""
+    try:
+        return ray.get(ref)
+    except ray.exceptions.RayError as exc:
+        signals.raise_if_received()             # a worker stopped by the user's Ctrl-C is no failure of the shape
+        return ShapeResult(shape.name, f"worker: {first_line(exc)}", {}, {}, {}, 0.0)
+
+
+def _record(result: ShapeResult, shape: Shape, digest: str, fingerprint: str, out_dir: Path) -> dict:
+    """Write a finished shape's files into ``out_dir/NAME/`` (``eval.json`` last: it marks the folder complete)
+    and return its summary row."""
+    row = {"name": shape.name, "source": str(shape.source), "status": "done" if result.ok else "failed",
+           "error": result.error, "input_sha256": digest, "settings": fingerprint,
+           **{f"seconds_{stage}": result.seconds.get(stage) for stage in STAGES}, **result.scores}
+    if result.ok:
+        folder = out_dir / shape.name
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise OutputError(f"cannot create {folder}: {exc.strerror}") from None
+        for name, data in result.files.items():
+            write_bytes_atomic(folder / name, data)
+        row["seconds_overhead"] = round(time.time() - result.started - sum(result.seconds.values()), 3)
+        write_bytes_atomic(folder / "eval.json", json.dumps(row, indent=1).encode())
+    return row
+
+
+def _complete(row: dict | None, digest: str, fingerprint: str, folder: Path, outputs: tuple[str, ...]) -> bool:
+    """Whether an earlier run finished this shape from the same input with the same options, files intact."""
+    return (row is not None and row.get("status") == "done" and row.get("input_sha256") == digest
+            and row.get("settings") == fingerprint
+            and all((folder / name).is_file() for name in outputs if name != "loss.png"))
+
+
+@contextmanager
+def _claim(out_dir: Path) -> Iterator[None]:
+    """``out_dir`` created if need be and locked for the batch: a second batch into it is refused."""
+    if out_dir.exists() and not out_dir.is_dir():
+        raise InputError(f"--out-dir {out_dir} is a file, not a folder")
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        lock = os.open(out_dir, os.O_RDONLY)
+    except OSError as exc:
+        raise InputError(f"cannot create --out-dir {out_dir}: {exc.strerror}") from None
+    try:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise InputError(f"another occ-batch is writing to {out_dir}; wait for it or choose another "
+                             "--out-dir") from None
+        check_writable(out_dir / "summary.csv")
+        yield
+    finally:
+        os.close(lock)

@@ -1,0 +1,121 @@
+"""Which shapes a batch holds: files, folders searched recursively, or globs, each shape named by its path."""
+
+from __future__ import annotations
+
+import glob
+import hashlib
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from occnet.runtime.errors import InputError
+from occnet.runtime.points import LABEL_KEYS
+from occnet.runtime.settings import MESH_FORMATS
+
+SHAPE_SUFFIXES = (".npz", *MESH_FORMATS)
+"""What a shape's source may be: labelled points or a mesh."""
+FOLDER_STEMS = ("points",)
+"""File stems that name no shape but their folder's (ONet's ``category/shape_id/points.npz``)."""
+
+
+@dataclass(frozen=True)
+class Shape:
+    """One shape of a batch: its name (a relative path, ``/``-separated, the name of its output folder) and its
+    source file."""
+
+    name: str
+    source: Path
+
+    def read(self) -> bytes:
+        """The source file's bytes: what travels to the worker (no shared file system needed)."""
+        try:
+            return self.source.read_bytes()
+        except OSError as exc:
+            raise InputError(f"cannot read {self.source}: {exc.strerror}") from None
+
+
+def sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def find_shapes(sources: list[str | Path], exclude: Path | None = None) -> list[Shape]:
+    """The shapes in ``sources``, sorted by name: a file is one shape (named by its stem); a folder is searched
+    recursively for meshes and labelled ``.npz`` points (ONet's ``pointcloud.npz``, which has no occupancies,
+    is passed over), each named by its path relative to the folder; a glob is expanded and named relative to
+    its fixed leading folders. A ``points.npz`` takes its folder's name. Nothing under ``exclude`` (the output
+    folder) counts. Raises :class:`InputError` for a source that does not exist, names that clash, or no shapes.
+    """
+    found: dict[str, Path] = {}
+    skip = Path(exclude).resolve() if exclude is not None else None
+    for source in map(str, sources):
+        for name, path in _expand(source):
+            if skip is not None and (path.resolve() == skip or skip in path.resolve().parents):
+                continue
+            if name in found and found[name].resolve() != path.resolve():
+                raise InputError(f"two sources would both be shape {name!r}: {found[name]} and {path}; pass "
+                                 "their common folder instead so that names keep their folders")
+            found[name] = path
+    if not found:
+        raise InputError(f"no shapes found in {' '.join(map(str, sources))} (looked for .npz points and "
+                         f"{' '.join(MESH_FORMATS)} meshes)")
+    return [Shape(name, found[name]) for name in sorted(found)]
+
+
+def _expand(source: str) -> list[tuple[str, Path]]:
+    """(name, file) pairs of one source."""
+    if glob.has_magic(source):
+        fixed = Path(*_leading(Path(source).parts))
+        matches = [Path(m) for m in sorted(glob.glob(source, recursive=True))]
+        if not matches:
+            raise InputError(f"no file matches {source}")
+        pairs = []
+        for match in matches:
+            pairs += _folder(match) if match.is_dir() else [(_name(match.relative_to(fixed)), match)]
+        return [(n, p) for n, p in pairs if _is_shape(p)]
+    path = Path(source)
+    if path.is_dir():
+        return _folder(path)
+    if not path.is_file():
+        raise InputError(f"{source} does not exist")
+    if path.suffix.lower() not in SHAPE_SUFFIXES:
+        raise InputError(f"{source}: unknown data format {path.suffix or '(no suffix)'!r}; use .npz or a mesh "
+                         f"({' '.join(MESH_FORMATS)})")
+    relative = Path(path.resolve().parent.name, path.name) if path.stem in FOLDER_STEMS else Path(path.name)
+    return [(_name(relative), path)]
+
+
+def _leading(parts: tuple[str, ...]) -> list[str]:
+    """The parts of a glob before its first wildcard."""
+    out = []
+    for part in parts[:-1]:
+        if glob.has_magic(part):
+            break
+        out.append(part)
+    return out or ["."]
+
+
+def _folder(folder: Path) -> list[tuple[str, Path]]:
+    return [(_name(path.relative_to(folder)), path) for path in sorted(folder.rglob("*"))
+            if path.is_file() and _is_shape(path)]
+
+
+def _is_shape(path: Path) -> bool:
+    """A mesh, or an ``.npz`` with an occupancy array (read from the archive's directory, not its data)."""
+    suffix = path.suffix.lower()
+    if suffix in MESH_FORMATS:
+        return True
+    if suffix != ".npz":
+        return False
+    try:
+        with zipfile.ZipFile(path) as archive:
+            return any(name.removesuffix(".npy") in LABEL_KEYS for name in archive.namelist())
+    except (OSError, zipfile.BadZipFile):
+        return True                  # a broken file is a shape that fails with its own message, not a skip
+
+
+def _name(relative: Path) -> str:
+    """The shape name of a source path relative to its folder: the path without suffix, or the folder's path
+    for a ``points.npz``."""
+    if relative.stem in FOLDER_STEMS and len(relative.parts) > 1:
+        return relative.parent.as_posix()
+    return relative.with_suffix("").as_posix()

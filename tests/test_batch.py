@@ -1,0 +1,204 @@
+"""occ-batch against a real local Ray (started by the command, this machine's cores): a collection with a
+broken file, a rerun that skips, a worker killed mid-task, Ctrl-C, the summary's columns and values."""
+
+import csv
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import trimesh
+from conftest import BIN, run_installed
+from test_cli import assert_clean_failure
+
+from occnet.batch.sources import find_shapes
+from occnet.batch.summary import COLUMNS
+from occnet.runtime.errors import InputError
+from occnet.runtime.evaluate import compare_meshes
+from occnet.runtime.meshio import read_mesh
+
+pytest.importorskip("ray")
+
+FAST = ["--epochs", "40", "--time-budget", "8", "--num-points", "4000", "--resolution", "32", "--eval-samples",
+        "4000"]
+"""Tiny runs: a few seconds a shape."""
+
+
+def make_collection(root: Path) -> Path:
+    """Two meshes, a broken mesh and ONet's layout (points.npz beside a pointcloud.npz that is no shape)."""
+    (root / "parts").mkdir(parents=True)
+    trimesh.creation.icosphere(3, radius=0.4).export(root / "parts" / "ball.stl")
+    trimesh.creation.box((1.0, 0.5, 0.3)).export(root / "parts" / "plate.obj")
+    (root / "parts" / "broken.stl").write_text("solid nothing\nendsolid nothing\n")
+    shape = root / "onet" / "02691156" / "1a2b"
+    shape.mkdir(parents=True)
+    points = np.random.default_rng(0).uniform(-0.5, 0.5, (4000, 3))
+    inside = np.linalg.norm(points, axis=1) < 0.3
+    np.savez(shape / "points.npz", points=points.astype(np.float16), occupancies=np.packbits(inside))
+    np.savez(shape / "pointcloud.npz", points=points, normals=points)
+    return root
+
+
+def rows_of(out: Path) -> dict[str, dict]:
+    with open(out / "summary.csv", newline="") as handle:
+        return {row["name"]: row for row in csv.DictReader(handle)}
+
+
+@pytest.fixture(scope="module")
+def batch_run(tmp_path_factory):
+    """One batch over the collection: (collection, output folder, the command's result)."""
+    root = make_collection(tmp_path_factory.mktemp("collection"))
+    out = tmp_path_factory.mktemp("batch") / "out"
+    result = run_installed("occ-batch", str(root / "parts"), str(root / "onet"), "--out-dir", str(out), *FAST)
+    return root, out, result
+
+
+def test_names_of_files_folders_and_globs(tmp_path):
+    root = make_collection(tmp_path)
+    assert [s.name for s in find_shapes([root])] == ["onet/02691156/1a2b", "parts/ball", "parts/broken",
+                                                     "parts/plate"]
+    assert [s.name for s in find_shapes([str(root / "parts" / "*.stl")])] == ["ball", "broken"]
+    assert [s.name for s in find_shapes([str(root / "*" / "02691156" / "*" / "points.npz")])] == [
+        "onet/02691156/1a2b"]
+    assert [s.name for s in find_shapes([root / "onet" / "02691156" / "1a2b" / "points.npz"])] == ["1a2b"]
+    assert [s.name for s in find_shapes([root], exclude=root / "parts")] == ["onet/02691156/1a2b"]
+
+
+@pytest.mark.parametrize("sources,message", [(["missing"], "does not exist"), (["*.nothing"], "no file matches"),
+                                             (["notes.txt"], "unknown data format"), (["empty"], "no shapes found"),
+                                             (["a/ball.stl", "b/ball.stl"], "would both be shape 'ball'")])
+def test_bad_sources_are_refused(tmp_path, sources, message):
+    (tmp_path / "notes.txt").write_text("x")
+    (tmp_path / "empty").mkdir()
+    for folder in ("a", "b"):
+        (tmp_path / folder).mkdir()
+        trimesh.creation.box().export(tmp_path / folder / "ball.stl")
+    with pytest.raises(InputError, match=message):
+        find_shapes([str(tmp_path / s) for s in sources])
+
+
+def test_a_broken_file_fails_alone(batch_run):
+    root, out, result = batch_run
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines()[-1] == (
+        f"occ-batch: error: 1 of 4 shapes failed (first: broken: train: broken: contains no "
+        f"triangles); see {out / 'summary.csv'}")
+    rows = rows_of(out)
+    assert {name: row["status"] for name, row in rows.items()} == {
+        "02691156/1a2b": "done", "ball": "done", "broken": "failed", "plate": "done"}
+    assert not (out / "broken").exists()
+
+
+def test_summary_columns_and_values(batch_run):
+    root, out, _ = batch_run
+    with open(out / "summary.csv", newline="") as handle:
+        assert tuple(next(csv.reader(handle))) == COLUMNS
+    rows = rows_of(out)
+    for name in ("ball", "plate", "02691156/1a2b"):
+        row, folder = rows[name], out / name
+        assert sorted(p.name for p in folder.iterdir()) == ["best.pt", "eval.json", "last.pt", "loss.png", "mesh.ply",
+                                                           "metrics.csv", "model.onnx"]
+        assert json.loads((folder / "eval.json").read_text())["input_sha256"] == row["input_sha256"]
+        checkpoint = torch.load(folder / "best.pt", weights_only=True)
+        assert float(row["val_iou"]) == pytest.approx(checkpoint["metrics"]["val_iou"], rel=1e-5)
+        mesh = trimesh.load(folder / "mesh.ply")
+        assert int(row["faces"]) == len(mesh.faces) and row["watertight"] == "True" and mesh.is_watertight
+        assert all(float(row[f"seconds_{stage}"]) > 0 for stage in ("train", "export", "mesh", "eval"))
+    for name, source in (("ball", "ball.stl"), ("plate", "plate.obj")):
+        again = compare_meshes(read_mesh(out / name / "mesh.ply"), read_mesh(root / "parts" / source), 4000)
+        assert float(rows[name]["chamfer_l1"]) == pytest.approx(again.chamfer_l1, rel=1e-5)
+        assert float(rows[name]["f_score"]) == pytest.approx(again.fscore[0.01], rel=1e-5)
+    assert rows["ball"]["accuracy"] == "" and float(rows["02691156/1a2b"]["accuracy"]) > 0.8
+    assert (out / "summary.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_a_rerun_skips_finished_shapes_and_redoes_changed_ones(batch_run, tmp_path):
+    root, out, _ = batch_run
+    work = tmp_path / "out"
+    subprocess.run(["cp", "-a", str(out), str(work)], check=True)
+    (root / "parts" / "plate.obj").rename(tmp_path / "plate.obj")            # keep the fixture's collection intact
+    trimesh.creation.box((0.8, 0.6, 0.3)).export(root / "parts" / "plate.obj")
+    try:
+        before = {p: p.stat().st_mtime_ns for p in work.rglob("*") if p.is_file() and "summary" not in p.name}
+        result = run_installed("occ-batch", str(root / "parts"), str(root / "onet"), "--out-dir", str(work), *FAST)
+    finally:
+        (tmp_path / "plate.obj").replace(root / "parts" / "plate.obj")
+    assert result.returncode == 1
+    assert "1 done, 1 failed, 2 skipped (finished before)" in result.stdout
+    changed = sorted({p.parent.relative_to(work).as_posix() for p, t in before.items() if p.stat().st_mtime_ns != t})
+    assert changed == ["plate"]
+
+
+def test_a_killed_worker_is_retried(tmp_path):
+    root = make_collection(tmp_path / "c")
+    out = tmp_path / "out"
+    proc = subprocess.Popen([str(BIN / "occ-batch"), str(root / "parts" / "ball.stl"), "--out-dir", str(out),
+                             *FAST, "--time-budget", "15", "--epochs", "400"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    worker = None
+    for _ in range(600):
+        worker = next((pid for pid in ray_tasks()), None)
+        if worker or proc.poll() is not None:
+            break
+        time.sleep(0.1)
+    assert worker is not None, "no task started"
+    time.sleep(2.0)
+    os.kill(worker, signal.SIGKILL)
+    retried = set()
+    while proc.poll() is None and not retried:              # Ray runs the task again in another worker
+        retried = set(ray_tasks()) - {worker}
+        time.sleep(0.1)
+    _, err = proc.communicate(timeout=300)
+    assert retried, "the task was not run again"
+    assert proc.returncode == 0, err
+    assert rows_of(out)["ball"]["status"] == "done" and (out / "ball" / "mesh.ply").is_file()
+
+
+def ray_tasks() -> list[int]:
+    """Processes running an occ-batch task (Ray names them after the function)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        try:
+            if entry.name.isdigit() and (entry / "cmdline").read_bytes().startswith(b"ray::run_shape"):
+                found.append(int(entry.name))
+        except OSError:
+            continue
+    return found
+
+
+def test_ctrl_c_stops_the_batch_and_a_rerun_continues(tmp_path):
+    root = make_collection(tmp_path / "c")
+    out = tmp_path / "out"
+    command = [str(BIN / "occ-batch"), str(root / "parts"), "--out-dir", str(out), *FAST]
+    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    for _ in range(1200):
+        if (out / "summary.csv").exists() and any(r["status"] == "done" for r in rows_of(out).values()):
+            break
+        time.sleep(0.1)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err
+    assert err.strip().splitlines()[-1].startswith("occ-batch: error: interrupted; finished shapes are kept")
+    assert "Traceback" not in err
+    time.sleep(1.0)
+    assert ray_tasks() == [], "the batch left Ray tasks running"
+    finished = {name for name, row in rows_of(out).items() if row["status"] == "done"}
+    result = subprocess.run(command, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 1                               # broken.stl fails again
+    assert f"{len(finished)} skipped" in result.stdout and rows_of(out).keys() == {"ball", "broken", "plate"}
+
+
+def test_without_ray_the_command_names_the_extra(tmp_path):
+    (tmp_path / "ray").mkdir()
+    (tmp_path / "ray" / "__init__.py").write_text("raise ModuleNotFoundError('no ray', name='ray')\n")
+    result = subprocess.run([sys.executable, "-c", "from occnet.batch.cli import batch_main; batch_main()",
+                             "x", "--out-dir", str(tmp_path / "o")], capture_output=True, text=True,
+                            env={**os.environ, "PYTHONPATH": str(tmp_path)})
+    assert_clean_failure(result, "occ-batch", "pip install 'occnet[batch]'")
+    assert not (tmp_path / "o").exists()
