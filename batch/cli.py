@@ -86,7 +86,7 @@ def occ_batch(
                                                             threshold=threshold),
                              file_format.value, eval_samples, threads_per_shape, gpus_per_shape)
     shapes = find_shapes(sources, exclude=out_dir)
-    typer.echo(f"{len(shapes)} shapes -> {out_dir}", err=True)
+    typer.echo(f"data: {len(shapes)} shapes -> {out_dir}", err=True)
     try:
         with _progress(len(shapes)) as show:
             report = run_batch(shapes, settings, out_dir, address, show)

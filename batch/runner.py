@@ -85,6 +85,7 @@ def run_batch(shapes: list[Shape], settings: BatchSettings, out_dir: str | Path,
                 if own_ray:
                     ray.init(address=address, include_dashboard=False, logging_level=logging.ERROR,
                              log_to_driver=False)
+                _check_fits(ray, settings)
                 task = ray.remote(run_shape).options(num_cpus=settings.threads_per_shape,
                                                      num_gpus=settings.gpus_per_shape, max_retries=MAX_RETRIES)
                 slots = max(1, int(ray.cluster_resources().get("CPU", 1) // settings.threads_per_shape))
@@ -117,6 +118,16 @@ def run_batch(shapes: list[Shape], settings: BatchSettings, out_dir: str | Path,
                 write_summary(rows, summary)
                 plot_summary(rows, out_dir / "summary.png")
     return BatchReport(rows, counts["done"], counts["failed"], skipped, time.perf_counter() - started)
+
+
+def _check_fits(ray, settings: BatchSettings) -> None:
+    """Refuse a task no machine of the cluster can run (Ray would wait for one forever)."""
+    nodes = [node["Resources"] for node in ray.nodes() if node.get("Alive")]
+    for key, need, option in (("CPU", settings.threads_per_shape, "--threads-per-shape"),
+                              ("GPU", settings.gpus_per_shape, "--gpus-per-shape")):
+        most = max((node.get(key, 0) for node in nodes), default=0)
+        if need > most:
+            raise InputError(f"{option} {need:g} is more than any machine of the Ray cluster has ({most:g} {key}s)")
 
 
 def _result(ray, ref, shape: Shape) -> ShapeResult:
@@ -156,9 +167,11 @@ def _complete(row: dict | None, digest: str, fingerprint: str, folder: Path, out
 
 @contextmanager
 def _claim(out_dir: Path) -> Iterator[None]:
-    """``out_dir`` created if need be and locked for the batch: a second batch into it is refused."""
+    """``out_dir`` created if need be and locked for the batch: a second batch into it is refused. A folder
+    created here that is still empty when the batch fails is removed."""
     if out_dir.exists() and not out_dir.is_dir():
         raise InputError(f"--out-dir {out_dir} is a file, not a folder")
+    created = not out_dir.exists()
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
         lock = os.open(out_dir, os.O_RDONLY)
@@ -172,5 +185,9 @@ def _claim(out_dir: Path) -> Iterator[None]:
                              "--out-dir") from None
         check_writable(out_dir / "summary.csv")
         yield
+    except BaseException:
+        if created and not any(out_dir.iterdir()):
+            out_dir.rmdir()
+        raise
     finally:
         os.close(lock)
