@@ -43,6 +43,8 @@ def read_mesh(path: Path) -> trimesh.Trimesh:
         raise InputError(f"{path} is a folder, not a mesh file")
     if not path.is_file():
         raise InputError(f"mesh file not found: {path}")
+    if path.suffix.lower() == ".stl":
+        _check_binary_stl(path)
     try:
         mesh = trimesh.load(str(path), force="mesh", process=False)
     except ImportError:   # trimesh falls back to optional text-encoding helpers on garbled or truncated files
@@ -55,6 +57,21 @@ def read_mesh(path: Path) -> trimesh.Trimesh:
         raise InputError(f"{path}: has NaN or infinite vertex coordinates")
     mesh.merge_vertices(digits_vertex=_decimals(mesh.vertices, MERGE_RELATIVE))
     return mesh
+
+
+def _check_binary_stl(path: Path) -> None:
+    """Refuse a binary STL shorter than its header's triangle count says (80-byte header, uint32 count, 50 bytes
+    a triangle). trimesh would read it again as ASCII STL, and what it says then depends on which text-encoding
+    helpers happen to be installed."""
+    with open(path, "rb") as handle:
+        head = handle.read(84)
+    if len(head) < 84 or head.lstrip().startswith(b"solid"):
+        return
+    count = int(np.frombuffer(head[80:84], "<u4")[0])
+    size, expected = path.stat().st_size, 84 + 50 * count
+    if size < expected:
+        raise InputError(f"{path}: truncated binary STL (its header promises {count:,} triangles, {expected:,} "
+                         f"bytes; the file has {size:,})")
 
 
 def write_mesh(mesh: trimesh.Trimesh, path: Path) -> None:
