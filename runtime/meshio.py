@@ -70,8 +70,8 @@ def _check_binary_stl(path: Path) -> None:
     count = int(np.frombuffer(head[80:84], "<u4")[0])
     size, expected = path.stat().st_size, 84 + 50 * count
     if size < expected:
-        raise InputError(f"{path}: truncated binary STL (its header promises {count:,} triangles, {expected:,} "
-                         f"bytes; the file has {size:,})")
+        raise InputError(f"{path}: cannot read as a mesh (a truncated binary STL: its header promises {count:,} "
+                         f"triangles, {expected:,} bytes; the file has {size:,})")
 
 
 def write_mesh(mesh: trimesh.Trimesh, path: Path) -> None:
