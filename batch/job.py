@@ -8,7 +8,7 @@ import json
 import math
 import tempfile
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 from occnet.runtime.errors import InputError, OccNetError, first_line
@@ -88,10 +88,9 @@ def run_shape(name: str, suffix: str, data: bytes, settings: BatchSettings) -> S
     from occnet.runtime.evaluate import compare_meshes, evaluate_model
     from occnet.runtime.mesher import mesh_model
     from occnet.runtime.meshio import read_mesh, write_mesh
-    from occnet.runtime.points import load_npz
     from occnet.runtime.session import OccupancyModel
     from occnet.train.sampling import load_points
-    from occnet.train.trainer import train
+    from occnet.train.trainer import split, train
 
     torch.set_num_threads(settings.threads_per_shape)
     seconds: dict[str, float] = {}
@@ -116,8 +115,10 @@ def run_shape(name: str, suffix: str, data: bytes, settings: BatchSettings) -> S
             write_mesh(mesh, mesh_path)
             scores.update(faces=stats.faces, watertight=stats.watertight)
             stage, start = _next("eval", start, seconds, stage)
-            if suffix == ".npz":
-                on_points = evaluate_model(model, load_npz(source, for_training=False))
+            if suffix == ".npz":                 # the held-out points: the validation split occ-train drew
+                held_out = split(len(points.points), settings.train.val_fraction, settings.train.seed)[1].numpy()
+                on_points = evaluate_model(model, replace(points, points=points.points[held_out],
+                                                          labels=points.labels[held_out]))
                 scores.update(iou=on_points.iou, accuracy=on_points.accuracy)
             else:
                 on_mesh = compare_meshes(mesh, read_mesh(source), settings.eval_samples)
