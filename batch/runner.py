@@ -83,8 +83,7 @@ def run_batch(shapes: list[Shape], settings: BatchSettings, out_dir: str | Path,
         try:
             if todo:
                 if own_ray:
-                    ray.init(address=address, include_dashboard=False, logging_level=logging.ERROR,
-                             log_to_driver=False)
+                    _start(ray, address)
                 _check_fits(ray, settings)
                 task = ray.remote(run_shape).options(num_cpus=settings.threads_per_shape,
                                                      num_gpus=settings.gpus_per_shape, max_retries=MAX_RETRIES)
@@ -118,6 +117,16 @@ def run_batch(shapes: list[Shape], settings: BatchSettings, out_dir: str | Path,
                 write_summary(rows, summary)
                 plot_summary(rows, out_dir / "summary.png")
     return BatchReport(rows, counts["done"], counts["failed"], skipped, time.perf_counter() - started)
+
+
+def _start(ray, address: str | None) -> None:
+    """Start Ray on this machine (``address`` None) or join the cluster at ``address``; its failure is one line."""
+    local = {} if address else {"include_dashboard": False}       # a cluster's own settings are its own
+    try:
+        ray.init(address=address, logging_level=logging.ERROR, log_to_driver=False, **local)
+    except Exception as exc:                # ConnectionError, RuntimeError, ValueError, ray's own errors
+        where = f"reach the Ray cluster at {address}" if address else "start Ray on this machine"
+        raise InputError(f"cannot {where}: {' '.join(str(exc).split())[:300]}") from None
 
 
 def _check_fits(ray, settings: BatchSettings) -> None:

@@ -52,11 +52,28 @@ def rows_of(out: Path) -> dict[str, dict]:
 
 @pytest.fixture(scope="module")
 def batch_run(tmp_path_factory):
-    """One batch over the collection: (collection, output folder, the command's result)."""
+    """One batch over the collection on a running cluster (`ray start --head`, then `--address`; the other
+    tests start Ray themselves): (collection, output folder, the command's result, `ray status` after it)."""
     root = make_collection(tmp_path_factory.mktemp("collection"))
     out = tmp_path_factory.mktemp("batch") / "out"
-    result = run_installed("occ-batch", str(root / "parts"), str(root / "onet"), "--out-dir", str(out), *FAST)
-    return root, out, result
+    env = {**os.environ, "RAY_AUTH_MODE": "disabled"}
+    ray = [str(BIN / "ray")]
+    started = subprocess.run([*ray, "start", "--head", "--num-cpus", "2", "--port", "6389", "--include-dashboard",
+                              "false", "--disable-usage-stats"], capture_output=True, text=True, env=env, timeout=120)
+    assert started.returncode == 0, started.stderr
+    try:
+        result = subprocess.run([str(BIN / "occ-batch"), str(root / "parts"), str(root / "onet"), "--out-dir",
+                                 str(out), "--address", "127.0.0.1:6389", *FAST], capture_output=True, text=True,
+                                env=env, timeout=600)
+        status = subprocess.run([*ray, "status", "--address", "127.0.0.1:6389"], capture_output=True, text=True,
+                                env=env, timeout=60)
+    finally:
+        subprocess.run([*ray, "stop", "--force"], capture_output=True, env=env, timeout=120)
+    return root, out, result, status
+
+
+def test_the_cluster_outlives_the_batch(batch_run):
+    assert batch_run[3].returncode == 0, batch_run[3].stderr
 
 
 def test_names_of_files_folders_and_globs(tmp_path):
@@ -84,7 +101,7 @@ def test_bad_sources_are_refused(tmp_path, sources, message):
 
 
 def test_a_broken_file_fails_alone(batch_run):
-    root, out, result = batch_run
+    root, out, result, _ = batch_run
     assert result.returncode == 1
     assert result.stderr.strip().splitlines()[-1] == (
         f"occ-batch: error: 1 of 4 shapes failed (first: broken: train: broken: contains no "
@@ -97,7 +114,7 @@ def test_a_broken_file_fails_alone(batch_run):
 
 
 def test_summary_columns_and_values(batch_run):
-    root, out, _ = batch_run
+    root, out, _, _ = batch_run
     with open(out / "summary.csv", newline="") as handle:
         assert tuple(next(csv.reader(handle))) == COLUMNS
     rows = rows_of(out)
@@ -122,7 +139,7 @@ def test_summary_columns_and_values(batch_run):
 
 
 def test_a_rerun_skips_finished_shapes_and_redoes_changed_ones(batch_run, tmp_path):
-    root, out, _ = batch_run
+    root, out, _, _ = batch_run
     work = tmp_path / "out"
     subprocess.run(["cp", "-a", str(out), str(work)], check=True)
     (root / "parts" / "plate.obj").rename(tmp_path / "plate.obj")            # keep the fixture's collection intact
@@ -217,3 +234,4 @@ def test_a_task_no_machine_can_run_is_refused(tmp_path, option, value):
                            option, value, *FAST, timeout=120)
     assert_clean_failure(result, "occ-batch", f"{option} {value} is more than any machine of the Ray cluster has")
     assert not (tmp_path / "out").exists()
+
