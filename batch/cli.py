@@ -14,27 +14,8 @@ from occnet.runtime.cli import FormatOption, MeshFormat, Method, MethodOption, R
 from occnet.runtime.console import Device, Interrupted, run_app
 from occnet.runtime.errors import OccNetError
 from occnet.runtime.settings import MeshSettings
+from occnet.train import options as opt
 from occnet.train.config import SAMPLING_DEFAULTS, TRAIN_DEFAULTS
-from occnet.train.options import (
-    BatchSize,
-    Encoding,
-    EncodingOption,
-    Epochs,
-    FourierFeatures,
-    FourierScale,
-    HiddenLayers,
-    HiddenSize,
-    LearningRate,
-    NearFraction,
-    NearSigma,
-    NumPoints,
-    Patience,
-    Seed,
-    TimeBudget,
-    TrainDevice,
-    ValFraction,
-    configs,
-)
 
 batch_app = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
 MESH_DEFAULTS = MeshSettings()
@@ -55,22 +36,22 @@ def occ_batch(
     = 0.0,
     eval_samples: Annotated[int, typer.Option(help="Surface samples each way scoring a mesh (ONet: 100000).")]
     = 100_000,
-    epochs: Epochs = TRAIN_DEFAULTS.epochs,
-    batch_size: BatchSize = TRAIN_DEFAULTS.batch_size,
-    lr: LearningRate = TRAIN_DEFAULTS.lr,
-    hidden_size: HiddenSize = TRAIN_DEFAULTS.hidden_size,
-    hidden_layers: HiddenLayers = TRAIN_DEFAULTS.hidden_layers,
-    encoding: EncodingOption = Encoding(TRAIN_DEFAULTS.encoding),
-    fourier_features: FourierFeatures = 32,
-    fourier_scale: FourierScale = 2.0,
-    val_fraction: ValFraction = TRAIN_DEFAULTS.val_fraction,
-    num_points: NumPoints = SAMPLING_DEFAULTS.num_points,
-    near_fraction: NearFraction = SAMPLING_DEFAULTS.near_fraction,
-    near_sigma: NearSigma = SAMPLING_DEFAULTS.near_sigma,
-    seed: Seed = TRAIN_DEFAULTS.seed,
-    device: TrainDevice = Device.auto,
-    time_budget: TimeBudget = TRAIN_DEFAULTS.time_budget,
-    patience: Patience = TRAIN_DEFAULTS.patience,
+    epochs: opt.Epochs = TRAIN_DEFAULTS.epochs,
+    batch_size: opt.BatchSize = TRAIN_DEFAULTS.batch_size,
+    lr: opt.LearningRate = TRAIN_DEFAULTS.lr,
+    hidden_size: opt.HiddenSize = TRAIN_DEFAULTS.hidden_size,
+    hidden_layers: opt.HiddenLayers = TRAIN_DEFAULTS.hidden_layers,
+    encoding: opt.EncodingOption = opt.Encoding(TRAIN_DEFAULTS.encoding),
+    fourier_features: opt.FourierFeatures = 32,
+    fourier_scale: opt.FourierScale = 2.0,
+    val_fraction: opt.ValFraction = TRAIN_DEFAULTS.val_fraction,
+    num_points: opt.NumPoints = SAMPLING_DEFAULTS.num_points,
+    near_fraction: opt.NearFraction = SAMPLING_DEFAULTS.near_fraction,
+    near_sigma: opt.NearSigma = SAMPLING_DEFAULTS.near_sigma,
+    seed: opt.Seed = TRAIN_DEFAULTS.seed,
+    device: opt.TrainDevice = Device.auto,
+    time_budget: opt.TimeBudget = TRAIN_DEFAULTS.time_budget,
+    patience: opt.Patience = TRAIN_DEFAULTS.patience,
     resolution: Resolution = MESH_DEFAULTS.resolution,
     method: MethodOption = Method(MESH_DEFAULTS.method),
     threshold: Threshold = MESH_DEFAULTS.threshold,
@@ -81,7 +62,7 @@ def occ_batch(
     from occnet.batch.runner import run_batch
     from occnet.batch.sources import find_shapes
 
-    config, sampling = configs(ctx.params)
+    config, sampling = opt.configs(ctx.params)
     settings = BatchSettings(config, sampling, MeshSettings(resolution=resolution, method=method.value,
                                                             threshold=threshold),
                              file_format.value, eval_samples, threads_per_shape, gpus_per_shape)

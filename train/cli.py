@@ -10,27 +10,8 @@ from typing import Annotated, Optional
 import typer
 
 from occnet.runtime.console import Device, Interrupted, run_app
+from occnet.train import options as opt
 from occnet.train.config import SAMPLING_DEFAULTS, TRAIN_DEFAULTS
-from occnet.train.options import (
-    BatchSize,
-    Encoding,
-    EncodingOption,
-    Epochs,
-    FourierFeatures,
-    FourierScale,
-    HiddenLayers,
-    HiddenSize,
-    LearningRate,
-    NearFraction,
-    NearSigma,
-    NumPoints,
-    Patience,
-    Seed,
-    TimeBudget,
-    TrainDevice,
-    ValFraction,
-    configs,
-)
 
 train_app = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
 RESUME_ALLOWS = {"data", "resume", "epochs"}
@@ -45,22 +26,22 @@ def occ_train(
                     ".off .glb), or nothing for the built-in demo shape.")] = None,
     out_dir: Annotated[Path, typer.Option(help="Folder for best.pt, last.pt, metrics.csv, loss.png.")]
     = Path("."),
-    epochs: Epochs = TRAIN_DEFAULTS.epochs,
-    batch_size: BatchSize = TRAIN_DEFAULTS.batch_size,
-    lr: LearningRate = TRAIN_DEFAULTS.lr,
-    hidden_size: HiddenSize = TRAIN_DEFAULTS.hidden_size,
-    hidden_layers: HiddenLayers = TRAIN_DEFAULTS.hidden_layers,
-    encoding: EncodingOption = Encoding(TRAIN_DEFAULTS.encoding),
-    fourier_features: FourierFeatures = 32,
-    fourier_scale: FourierScale = 2.0,
-    val_fraction: ValFraction = TRAIN_DEFAULTS.val_fraction,
-    num_points: NumPoints = SAMPLING_DEFAULTS.num_points,
-    near_fraction: NearFraction = SAMPLING_DEFAULTS.near_fraction,
-    near_sigma: NearSigma = SAMPLING_DEFAULTS.near_sigma,
-    seed: Seed = TRAIN_DEFAULTS.seed,
-    device: TrainDevice = Device.auto,
-    time_budget: TimeBudget = TRAIN_DEFAULTS.time_budget,
-    patience: Patience = TRAIN_DEFAULTS.patience,
+    epochs: opt.Epochs = TRAIN_DEFAULTS.epochs,
+    batch_size: opt.BatchSize = TRAIN_DEFAULTS.batch_size,
+    lr: opt.LearningRate = TRAIN_DEFAULTS.lr,
+    hidden_size: opt.HiddenSize = TRAIN_DEFAULTS.hidden_size,
+    hidden_layers: opt.HiddenLayers = TRAIN_DEFAULTS.hidden_layers,
+    encoding: opt.EncodingOption = opt.Encoding(TRAIN_DEFAULTS.encoding),
+    fourier_features: opt.FourierFeatures = 32,
+    fourier_scale: opt.FourierScale = 2.0,
+    val_fraction: opt.ValFraction = TRAIN_DEFAULTS.val_fraction,
+    num_points: opt.NumPoints = SAMPLING_DEFAULTS.num_points,
+    near_fraction: opt.NearFraction = SAMPLING_DEFAULTS.near_fraction,
+    near_sigma: opt.NearSigma = SAMPLING_DEFAULTS.near_sigma,
+    seed: opt.Seed = TRAIN_DEFAULTS.seed,
+    device: opt.TrainDevice = Device.auto,
+    time_budget: opt.TimeBudget = TRAIN_DEFAULTS.time_budget,
+    patience: opt.Patience = TRAIN_DEFAULTS.patience,
     resume: Annotated[Optional[Path], typer.Option(help="Continue the run in this folder from last.pt, "
                       "with the options and data it recorded (--epochs N extends it to N epochs).")] = None,
     force: Annotated[bool, typer.Option(help="Replace a previous run in --out-dir.")] = False,
@@ -87,7 +68,7 @@ def occ_train(
             if data is None and recorded["data_path"]:
                 data = Path(recorded["data_path"])
         else:
-            config, sampling = configs(ctx.params)
+            config, sampling = opt.configs(ctx.params)
         finished = []                                # epochs this process completed
 
         def on_epoch(row) -> None:
