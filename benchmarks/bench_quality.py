@@ -38,6 +38,7 @@ RECIPES = {
     "fourier": (TrainConfig(encoding="fourier", fourier_features=32, fourier_scale=2.0), SamplingConfig()),
     "wide": (TrainConfig(hidden_size=128, epochs=100), SamplingConfig(num_points=200_000)),
     "60-epochs": (TrainConfig(epochs=60), SamplingConfig()),
+    "spread-0.005": (TrainConfig(), SamplingConfig(near_sigma=0.005)),
 }
 
 
