@@ -3,13 +3,16 @@ cluster; a rerun skips what is finished."""
 
 from __future__ import annotations
 
+import contextlib
 import sys
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
 
+from occnet.batch.runner import BatchProgress
 from occnet.runtime.cli import FormatOption, MeshFormat, Method, MethodOption, Resolution, Threshold
 from occnet.runtime.console import Device, Interrupted, run_app
 from occnet.runtime.errors import OccNetError
@@ -82,41 +85,33 @@ def occ_batch(
                           f"{worst['error']}); see {out_dir / 'summary.csv'}")
 
 
-def _progress(total: int):
-    """A progress bar over shapes on a terminal, a plain line per change otherwise."""
-    import contextlib
-
+@contextlib.contextmanager
+def _progress(total: int) -> Iterator[Callable[[BatchProgress], None]]:
+    """Yields ``show(progress)``: a bar over shapes on a terminal, a plain line per change otherwise."""
     from rich.console import Console
     from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
     stderr = Console(stderr=True, highlight=False)
     if stderr.is_terminal:
-        @contextlib.contextmanager
-        def bar():
-            with Progress(TextColumn("shapes"), BarColumn(), TextColumn("{task.description}"),
-                          TimeRemainingColumn(), console=stderr, transient=True) as progress:
-                task = progress.add_task("", total=total)
-                yield lambda p: progress.update(task, completed=p.done + p.failed + p.skipped,
-                                                description=_counts(p))
-        return bar()
+        with Progress(TextColumn("shapes"), BarColumn(), TextColumn("{task.description}"), TimeRemainingColumn(),
+                      console=stderr, transient=True) as bar:
+            task = bar.add_task("", total=total)
+            yield lambda p: bar.update(task, completed=p.done + p.failed + p.skipped, description=_counts(p))
+        return
+    shown = set()
 
-    @contextlib.contextmanager
-    def lines():
-        last = [None]
-
-        def show(p) -> None:
-            text = _counts(p)
-            if text != last[0]:
-                last[0] = text
-                eta = f", ETA {p.eta_seconds:.0f} s" if p.eta_seconds is not None else ""
-                sys.stderr.write(f"{time.strftime('%H:%M:%S')} shapes {p.done + p.failed + p.skipped}/{total}: "
-                                 f"{text}{eta}\n")
-                sys.stderr.flush()
-        yield show
-    return lines()
+    def show(p: BatchProgress) -> None:
+        text = _counts(p)
+        if text not in shown:
+            shown.add(text)
+            eta = f", ETA {p.eta_seconds:.0f} s" if p.eta_seconds is not None else ""
+            sys.stderr.write(f"{time.strftime('%H:%M:%S')} shapes {p.done + p.failed + p.skipped}/{total}: "
+                             f"{text}{eta}\n")
+            sys.stderr.flush()
+    yield show
 
 
-def _counts(p) -> str:
+def _counts(p: BatchProgress) -> str:
     return f"{p.done} done, {p.failed} failed, {p.skipped} skipped, {p.running} running"
 
 

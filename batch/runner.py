@@ -8,13 +8,10 @@ rewritten after every shape, so an interrupted batch keeps what finished and a r
 
 from __future__ import annotations
 
-import fcntl
 import json
 import logging
-import os
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,7 +20,7 @@ from occnet.batch.sources import Shape, sha256
 from occnet.batch.summary import plot_summary, read_summary, write_summary
 from occnet.runtime import signals
 from occnet.runtime.errors import InputError, OutputError, first_line
-from occnet.runtime.files import check_writable, write_bytes_atomic
+from occnet.runtime.files import check_writable, claimed_folder, write_bytes_atomic
 
 MAX_RETRIES = 3
 """Times Ray runs a task again whose worker died."""
@@ -66,8 +63,8 @@ def run_batch(shapes: list[Shape], settings: BatchSettings, out_dir: str | Path,
 
     started = time.perf_counter()
     out_dir = Path(out_dir)
-    with _claim(out_dir):
-        summary = out_dir / "summary.csv"
+    with claimed_folder(out_dir, "occ-batch"):
+        summary = check_writable(out_dir / "summary.csv")
         rows = read_summary(summary)
         fingerprint = settings.fingerprint()
         todo, skipped = [], 0
@@ -76,7 +73,7 @@ def run_batch(shapes: list[Shape], settings: BatchSettings, out_dir: str | Path,
             if _complete(rows.get(shape.name), digest, fingerprint, out_dir / shape.name, settings.outputs):
                 skipped += 1
             else:
-                todo.append((shape, digest))
+                todo.append(shape)
         counts = {"done": 0, "failed": 0}
         own_ray = not ray.is_initialized()
         pending: dict = {}                      # task reference -> (shape, input digest)
@@ -90,9 +87,10 @@ def run_batch(shapes: list[Shape], settings: BatchSettings, out_dir: str | Path,
                 slots = max(1, int(ray.cluster_resources().get("CPU", 1) // settings.threads_per_shape))
                 while todo or pending:
                     while todo and len(pending) < QUEUED_PER_SLOT * slots:
-                        shape, digest = todo.pop(0)
-                        ref = task.remote(shape.name, shape.source.suffix.lower(), shape.read(), settings)
-                        pending[ref] = (shape, digest)
+                        shape = todo.pop(0)
+                        data = shape.read()                 # read again: only the tasks in flight hold bytes
+                        ref = task.remote(shape.name, shape.source.suffix.lower(), data, settings)
+                        pending[ref] = (shape, sha256(data))   # the digest of what was trained on
                     ready, _ = ray.wait(list(pending), num_returns=1, timeout=1.0)
                     for ref in ready:
                         shape, digest = pending.pop(ref)
@@ -113,8 +111,7 @@ def run_batch(shapes: list[Shape], settings: BatchSettings, out_dir: str | Path,
         finally:
             if own_ray and ray.is_initialized():
                 ray.shutdown()
-            if rows:
-                write_summary(rows, summary)
+            if rows:                            # summary.csv is rewritten after each shape already
                 plot_summary(rows, out_dir / "summary.png")
     return BatchReport(rows, counts["done"], counts["failed"], skipped, time.perf_counter() - started)
 
@@ -172,31 +169,3 @@ def _complete(row: dict | None, digest: str, fingerprint: str, folder: Path, out
     return (row is not None and row.get("status") == "done" and row.get("input_sha256") == digest
             and row.get("settings") == fingerprint
             and all((folder / name).is_file() for name in outputs if name != "loss.png"))
-
-
-@contextmanager
-def _claim(out_dir: Path) -> Iterator[None]:
-    """``out_dir`` created if need be and locked for the batch: a second batch into it is refused. A folder
-    created here that is still empty when the batch fails is removed."""
-    if out_dir.exists() and not out_dir.is_dir():
-        raise InputError(f"--out-dir {out_dir} is a file, not a folder")
-    created = not out_dir.exists()
-    try:
-        out_dir.mkdir(parents=True, exist_ok=True)
-        lock = os.open(out_dir, os.O_RDONLY)
-    except OSError as exc:
-        raise InputError(f"cannot create --out-dir {out_dir}: {exc.strerror}") from None
-    try:
-        try:
-            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise InputError(f"another occ-batch is writing to {out_dir}; wait for it or choose another "
-                             "--out-dir") from None
-        check_writable(out_dir / "summary.csv")
-        yield
-    except BaseException:
-        if created and not any(out_dir.iterdir()):
-            out_dir.rmdir()
-        raise
-    finally:
-        os.close(lock)

@@ -7,6 +7,7 @@ a full disk, an error or an interruption removes the temporary file and leaves t
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import os
 import secrets
 import zipfile
@@ -14,7 +15,7 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 from occnet.runtime import signals
-from occnet.runtime.errors import OutputError, first_line
+from occnet.runtime.errors import InputError, OutputError, first_line
 
 
 def check_writable(path: Path) -> Path:
@@ -79,3 +80,43 @@ def write_bytes_atomic(path: Path, data: bytes) -> None:
     """Write ``data`` to ``path`` atomically."""
     with atomic_path(path) as tmp:
         tmp.write_bytes(data)
+
+
+@contextlib.contextmanager
+def claimed_folder(folder: Path, holder: str) -> Iterator[Path]:
+    """``folder`` (an ``--out-dir``) created if need be and locked for the duration, so that a second command
+    writing into it is refused (``another {holder} is writing to ...``) while this one lives. Folders created
+    here and left empty by a failure are removed."""
+    folder = Path(folder)
+    if folder.exists() and not folder.is_dir():
+        raise InputError(f"--out-dir {folder} is a file, not a folder")
+    created = next((p for p in reversed([folder, *folder.parents]) if not p.exists()), None)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        lock = os.open(folder, os.O_RDONLY)
+    except OSError as exc:
+        raise InputError(f"cannot create --out-dir {folder}: {exc.strerror}") from None
+    try:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)     # released when the descriptor closes
+        except BlockingIOError:
+            raise InputError(f"another {holder} is writing to {folder}; wait for it to finish or choose another "
+                             "--out-dir") from None
+        yield folder
+    except BaseException:
+        if created is not None:
+            _remove_empty(folder, created)
+        raise
+    finally:
+        os.close(lock)
+
+
+def _remove_empty(folder: Path, top: Path) -> None:
+    """Remove ``folder`` and its parents up to ``top`` while they are empty."""
+    for path in [folder, *folder.parents]:
+        try:
+            path.rmdir()
+        except OSError:
+            return
+        if path == top:
+            return

@@ -10,10 +10,8 @@ from __future__ import annotations
 
 import contextlib
 import csv
-import fcntl
 import io
 import math
-import os
 import platform
 import time
 from collections.abc import Callable, Iterator
@@ -26,7 +24,7 @@ from torch.nn import functional as F
 
 from occnet.runtime.contract import installed_version
 from occnet.runtime.errors import InputError, OccNetError
-from occnet.runtime.files import check_writable, write_bytes_atomic
+from occnet.runtime.files import check_writable, claimed_folder, write_bytes_atomic
 from occnet.runtime.points import PointSet, iou
 from occnet.train.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from occnet.train.config import TrainConfig
@@ -91,20 +89,7 @@ def claim_run(out_dir: Path, resume: bool, force: bool) -> Iterator[RunFiles]:
     another run unless ``resume`` or ``force``), created if needed and locked, so a second run into the same
     folder is refused while this one lives. A folder created here and left empty by a failure is removed."""
     files = RunFiles.in_folder(out_dir)
-    if files.out_dir.exists() and not files.out_dir.is_dir():
-        raise InputError(f"--out-dir {out_dir} is a file, not a folder")
-    created = next((p for p in reversed([files.out_dir, *files.out_dir.parents]) if not p.exists()), None)
-    try:
-        files.out_dir.mkdir(parents=True, exist_ok=True)
-        lock = os.open(files.out_dir, os.O_RDONLY)
-    except OSError as exc:
-        raise InputError(f"cannot create --out-dir {out_dir}: {exc.strerror}") from None
-    try:
-        try:
-            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)     # released when the descriptor closes
-        except BlockingIOError:
-            raise InputError(f"another occ-train is writing to {files.out_dir}; wait for it to finish or "
-                             "choose another --out-dir") from None
+    with claimed_folder(files.out_dir, "occ-train"):
         check_writable(files.best)
         if resume and not files.last.is_file():
             raise InputError(f"nothing to resume: {files.last} does not exist")
@@ -112,23 +97,6 @@ def claim_run(out_dir: Path, resume: bool, force: bool) -> Iterator[RunFiles]:
             raise InputError(f"{files.out_dir} already holds a run ({files.best.name}); continue it with "
                              f"--resume {files.out_dir} or replace it with --force")
         yield files
-    except BaseException:
-        if created is not None:
-            _remove_empty(files.out_dir, created)
-        raise
-    finally:
-        os.close(lock)
-
-
-def _remove_empty(folder: Path, top: Path) -> None:
-    """Remove ``folder`` and its parents up to ``top`` while they are empty."""
-    for path in [folder, *folder.parents]:
-        try:
-            path.rmdir()
-        except OSError:
-            return
-        if path == top:
-            return
 
 
 def split(n: int, val_fraction: float, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
