@@ -100,21 +100,21 @@ def run_shape(name: str, suffix: str, data: bytes, settings: BatchSettings) -> S
         source, run, onnx_path = folder / f"input{suffix}", folder / "run", folder / "model.onnx"
         mesh_path = folder / f"mesh.{settings.mesh_format}"
         source.write_bytes(data)
-        stage, start = "train", time.perf_counter()
+        clock = _StageClock(seconds)
         try:
             points = load_points(source, settings.sampling, settings.train.seed)
-            result = train(points, settings.train, run, started=start,
+            result = train(points, settings.train, run, started=clock.start,
                            extra={"sampling": asdict(settings.sampling), "data_path": name})
             scores["val_iou"] = result.best.val_iou
             scores["epochs"] = len(result.history)
-            stage, start = _next("export", start, seconds, stage)
+            clock.lap()
             export_checkpoint(run / "best.pt", onnx_path)
-            stage, start = _next("mesh", start, seconds, stage)
+            clock.lap()
             model = OccupancyModel(onnx_path, settings.train.device, settings.threads_per_shape)
             mesh, stats = mesh_model(model, settings.mesh)
             write_mesh(mesh, mesh_path)
             scores.update(faces=stats.faces, watertight=stats.watertight)
-            stage, start = _next("eval", start, seconds, stage)
+            clock.lap()
             if suffix == ".npz":                 # the held-out points: the validation split occ-train drew
                 held_out = split(len(points.points), settings.train.val_fraction, settings.train.seed)[1].numpy()
                 on_points = evaluate_model(model, replace(points, points=points.points[held_out],
@@ -124,18 +124,28 @@ def run_shape(name: str, suffix: str, data: bytes, settings: BatchSettings) -> S
                 on_mesh = compare_meshes(mesh, read_mesh(source), settings.eval_samples)
                 scores.update(chamfer_l1=on_mesh.chamfer_l1, normal_consistency=on_mesh.normal_consistency,
                               f_score=on_mesh.fscore[0.01], iou=on_mesh.iou)
-            _next("", start, seconds, stage)
+            clock.lap()
         except Exception as exc:             # the shape's failure is its row of the summary, not the batch's end
             kind = "" if isinstance(exc, OccNetError) else f"{type(exc).__name__}: "
             message = first_line(exc).replace(str(source), name)          # the shape's name, not a temporary path
-            return ShapeResult(name, f"{stage}: {kind}{message}", seconds, scores, {}, began)
+            return ShapeResult(name, f"{clock.stage}: {kind}{message}", seconds, scores, {}, began)
         files = {path.name: path.read_bytes() for path in (*[run / f for f in RUN_FILES], onnx_path, mesh_path)
                  if path.is_file()}
     return ShapeResult(name, "", seconds, scores, files, began)
 
 
-def _next(stage: str, start: float, seconds: dict[str, float], finished: str) -> tuple[str, float]:
-    """Record ``finished``'s seconds since ``start``; return the next stage and its start."""
-    now = time.perf_counter()
-    seconds[finished] = round(now - start, 3)
-    return stage, now
+class _StageClock:
+    """Times the stages of :data:`STAGES` in order into ``seconds``; ``stage`` is the one running."""
+
+    def __init__(self, seconds: dict[str, float]) -> None:
+        self.seconds, self.finished, self.start = seconds, 0, time.perf_counter()
+
+    @property
+    def stage(self) -> str:
+        return STAGES[self.finished]
+
+    def lap(self) -> None:
+        """The running stage is done; the next one starts now."""
+        now = time.perf_counter()
+        self.seconds[self.stage] = round(now - self.start, 3)
+        self.finished, self.start = self.finished + 1, now
