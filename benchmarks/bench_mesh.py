@@ -56,10 +56,13 @@ def run_occnet(model_name: str, method: str, resolution: int, batch_size: int, t
     from occnet.runtime import MeshSettings, OccupancyModel, mesh_model
 
     model = OccupancyModel(ROOT / "models" / f"{model_name}.onnx", device="cpu", threads=threads)
-    runs = [mesh_model(model, MeshSettings(resolution=resolution, method=method, batch_size=batch_size))
-            for _ in range(repeat)]
-    mesh, stats = min(runs, key=lambda run: run[1].seconds_total)
-    mesh.export(OUT / f"{model_name}-{method}-{resolution}.ply")
+    settings = MeshSettings(resolution=resolution, method=method, batch_size=batch_size)
+    stats = None
+    for _ in range(repeat):
+        mesh = None                                     # one mesh alive at a time: peak RSS is one run's
+        mesh, run = mesh_model(model, settings)
+        stats = run if stats is None or run.seconds_total < stats.seconds_total else stats
+    mesh.export(OUT / f"{model_name}-{method}-{resolution}.ply")   # every run gives the same mesh
     return {"seconds": stats.seconds_total, "points_evaluated": stats.points_evaluated, "faces": stats.faces,
             "seconds_inference": stats.seconds_inference, "seconds_marching_cubes": stats.seconds_marching_cubes,
             "watertight": stats.watertight, "field_mib": stats.field_bytes / 2**20}

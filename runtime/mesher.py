@@ -80,12 +80,15 @@ def mesh_field(fn: LogitFn, bounds_min, bounds_max, settings: MeshSettings = Mes
     else:
         field = adaptive_field(fn, grid, level, settings.batch_size, progress)
     inferred = time.perf_counter()
-    mesh = drop_specks(extract_mesh(field, level), SPECK_CELLS * grid.spacing)
+    mesh = extract_mesh(field, level)
+    points_evaluated, field_bytes = field.points_evaluated, field.nbytes
+    del field                                  # the samples are meshed: free them before the mesh's own work
+    mesh = drop_specks(mesh, SPECK_CELLS * grid.spacing)
     mesh = filter_components(mesh, settings.largest_only, settings.min_faces)
     done = time.perf_counter()
-    stats = MeshStats(settings.method, provider, settings.resolution, grid.shape, field.points_evaluated,
+    stats = MeshStats(settings.method, provider, settings.resolution, grid.shape, points_evaluated,
                       round(inferred - start, 4), round(done - inferred, 4), round(done - start, 4),
-                      field.nbytes, len(mesh.vertices), len(mesh.faces), is_closed(mesh.faces))
+                      field_bytes, len(mesh.vertices), len(mesh.faces), is_closed(mesh.faces))
     return mesh, stats
 
 

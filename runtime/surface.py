@@ -32,15 +32,26 @@ def extract_mesh(field: Field, level: float) -> trimesh.Trimesh:
         raise EmptySurfaceError("marching cubes found no surface at this threshold")
     starts = np.cumsum([0] + [len(v) for v, _ in pieces])
     verts = np.concatenate([v for v, _ in pieces])
-    faces = np.concatenate([f + start for (_, f), start in zip(pieces, starts)])
+    faces = np.concatenate([f + np.int32(start) for (_, f), start in zip(pieces, starts)])
+    del pieces
     # Caps closing a surface cut by the box lie between the last sample and the pad: put them on the box.
     n = np.array(field.grid.shape)
-    verts = np.clip(verts, 0, n - 1).astype(np.float32)
-    # Every vertex lies on a grid edge, so it is named by the edge: its lower sample and the axis along which
-    # its float32 grid coordinate is fractional (3: on the sample itself). The copies two bricks made of a seam
-    # vertex (bitwise equal: see stacked_blocks), cap vertices on the box face and vertices of a sample at the
-    # level share a name and become one vertex; faces that collapse are dropped. Only vertices on a brick's
-    # face or the box's, or on a sample, can have a copy: the others keep their own.
+    np.clip(verts, 0, (n - 1).astype(np.float32), out=verts)
+    faces = _weld(verts, faces, n)
+    verts, faces = _compact(verts, faces)
+    return trimesh.Trimesh(field.grid.to_world(verts), faces, process=False)
+
+
+def _weld(verts: np.ndarray, faces: np.ndarray, n: np.ndarray) -> np.ndarray:
+    """``faces (F, 3) int32`` with the copies of each vertex made one and the faces that collapse dropped.
+
+    Every vertex ``verts (V, 3) float32`` (grid coordinates) lies on a grid edge, so it is named by the edge:
+    its lower sample and the axis along which its coordinate is fractional (3: on the sample itself). The
+    copies two bricks made of a seam vertex (bitwise equal: see ``stacked_blocks``), cap vertices on the box
+    face and vertices of a sample at the level share a name. Only vertices on a brick's face or the box's, or
+    on a sample, can have a copy: the others keep their own. A function of its own, so that its working
+    arrays are freed before the mesh is built.
+    """
     lower = np.floor(verts)
     whole = verts == lower
     plane = whole & (((lower + 1) % BRICK == 0) | (lower == 0) | (lower == n - 1))
@@ -50,12 +61,10 @@ def extract_mesh(field: Field, level: float) -> trimesh.Trimesh:
     corner = lower[maybe].astype(np.int64)
     key = ((corner[:, 0] * n[1] + corner[:, 1]) * n[2] + corner[:, 2]) * 4 + axis
     _, first, inverse = np.unique(key, return_index=True, return_inverse=True)
-    target = np.arange(len(verts))
+    target = np.arange(len(verts), dtype=np.int32)
     target[maybe] = maybe[first[inverse.reshape(-1)]]
     faces = target[faces]
-    faces = faces[(faces[:, 0] != faces[:, 1]) & (faces[:, 1] != faces[:, 2]) & (faces[:, 0] != faces[:, 2])]
-    verts, faces = _compact(verts, faces)
-    return trimesh.Trimesh(field.grid.to_world(verts), faces, process=False)
+    return faces[(faces[:, 0] != faces[:, 1]) & (faces[:, 1] != faces[:, 2]) & (faces[:, 0] != faces[:, 2])]
 
 
 def is_closed(faces: np.ndarray) -> bool:
@@ -63,32 +72,35 @@ def is_closed(faces: np.ndarray) -> bool:
     counted in a sparse matrix, without sorting)."""
     if len(faces) == 0:
         return False
+    faces = _indices(faces)
     a, b = faces.reshape(-1), np.roll(faces, -1, axis=1).reshape(-1)
     size = int(faces.max()) + 1
-    shared = sparse.coo_matrix((np.ones(len(a), np.int32), (np.minimum(a, b), np.maximum(a, b))),
+    shared = sparse.coo_matrix((np.ones(len(a), np.int16), (np.minimum(a, b), np.maximum(a, b))),
                                shape=(size, size)).tocsr()         # duplicates summed: faces on each edge
     return bool(np.all(shared.data == 2))
 
 
 def _march(block: Block, level: float) -> tuple[np.ndarray, np.ndarray] | None:
-    """Marching cubes on ``block``'s masked cells (unknown samples, NaN, lie only outside the mask). Vertices in
-    grid index coordinates ``(V, 3) float64``; None when nothing is meshed."""
+    """Marching cubes on ``block``'s masked cells (unknown samples, NaN, lie only outside the mask): vertices in
+    grid index coordinates ``(V, 3) float32``, faces ``(F, 3) int32``; None when nothing is meshed. A float32
+    sum is the exact sum rounded once, so each vertex is the float32 nearest its grid position, whichever
+    brick computed it."""
     verts, faces, _, _ = measure.marching_cubes(block.values, level, mask=block.mask, allow_degenerate=True,
                                                 gradient_direction="ascent")
     if len(faces) == 0:
         return None
     length = block.values.shape[0] // len(block.origins)                # each box's extent along x
     box = (verts[:, 0] // length).astype(np.int64)
-    verts = verts.astype(np.float64)
-    verts[:, 0] -= box * length
-    return verts + block.origins[box], faces.astype(np.int64)
+    verts[:, 0] -= (box * length).astype(np.float32)                    # exact: whole numbers below 2^24
+    verts += block.origins[box].astype(np.float32)
+    return verts, faces.astype(np.int32)
 
 
 def drop_specks(mesh: trimesh.Trimesh, size: float) -> trimesh.Trimesh:
     """``mesh`` without its specks: connected pieces no wider than ``size`` along any axis (at two grid cells,
     a sample or two alone on their side of the level: noise below what the grid resolves, not a part). A mesh
     that is all specks is kept whole."""
-    faces, verts = np.asarray(mesh.faces), np.asarray(mesh.vertices)
+    faces, verts = _indices(mesh.faces), np.asarray(mesh.vertices)
     count, piece = _pieces(faces, len(verts))
     if count == 1:
         return mesh
@@ -107,7 +119,7 @@ def filter_components(mesh: trimesh.Trimesh, largest_only: bool = False, min_fac
         raise InputError(f"min faces must be >= 0, got {min_faces}")
     if not largest_only and min_faces <= 1:
         return mesh
-    faces = np.asarray(mesh.faces)
+    faces = _indices(mesh.faces)
     count, piece = _pieces(faces, len(mesh.vertices))
     of_face = piece[faces[:, 0]]
     sizes = np.bincount(of_face, minlength=count)
@@ -128,9 +140,14 @@ def _pieces(faces: np.ndarray, vertex_count: int) -> tuple[int, np.ndarray]:
     return connected_components(graph, directed=False)
 
 
+def _indices(faces: np.ndarray) -> np.ndarray:
+    """``faces`` as int32 (trimesh keeps int64): half the memory for the sparse matrices built from them."""
+    return np.asarray(faces).astype(np.int32, copy=False)
+
+
 def _compact(verts: np.ndarray, faces: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """``verts`` without the ones no face uses, and ``faces`` renumbered to match."""
+    """``verts`` without the ones no face uses, and ``faces (F, 3) int32`` renumbered to match."""
     used = np.zeros(len(verts), bool)
     used[faces] = True
-    number = np.cumsum(used) - 1                                      # new index of each vertex kept
+    number = np.cumsum(used, dtype=np.int32) - np.int32(1)            # new index of each vertex kept
     return verts[used], number[faces]
