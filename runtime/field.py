@@ -44,6 +44,15 @@ OFFSETS = np.array([o for o in itertools.product(range(3), repeat=3) if 1 in o])
 """The 19 grid samples of a cell of side 2 that are not its corners, as offsets from its lowest corner."""
 OFFSET_DISTANCES = np.linalg.norm(OFFSETS[:, None, :] - 2 * CORNERS[None], axis=2).astype(np.float32)
 """``(19, 8)``: distance in samples from each of ``OFFSETS`` to each corner."""
+SIZE = BRICK + 1
+"""Samples per side of a brick."""
+OFFSETS_FLAT = OFFSETS @ np.array([SIZE * SIZE, SIZE, 1])
+"""``OFFSETS`` as flat offsets within a brick's ``(SIZE, SIZE, SIZE)`` samples."""
+CORNERS_FLAT = 2 * CORNERS @ np.array([SIZE * SIZE, SIZE, 1])
+"""The corners of a cell of side 2 as flat offsets from its lowest corner within a brick."""
+FARTHEST = float(OFFSET_DISTANCES.max())
+"""The farthest any of ``OFFSETS`` lies from a corner: a corner whose logit allows less reach than this allows
+none of them."""
 EVERY_CORNER = np.ones(8, bool).view(np.uint64)[0]
 """Eight True bytes read as one machine word."""
 CELLS_AT_ONCE = 65536
@@ -117,9 +126,8 @@ def stacked_blocks(bricks: np.ndarray, fetch: Callable[[np.ndarray], np.ndarray]
     rank = np.empty(len(bricks), np.int64)                  # how many bricks of the same place come before
     rank[by_place] = np.arange(len(bricks)) - np.repeat(np.cumsum(counts) - counts, counts)
     order = np.argsort(rank, kind="stable")
-    size = BRICK + 1
     for members in np.split(order, np.cumsum(np.bincount(rank))[:-1]):
-        values = np.full((STACK, size, size, size), np.nan, np.float32)
+        values = np.full((STACK, SIZE, SIZE, SIZE), np.nan, np.float32)
         values[place[members]] = fetch(members)
         cells = crossing_cells(values, level)[0]
         if not cells.any():
@@ -128,7 +136,7 @@ def stacked_blocks(bricks: np.ndarray, fetch: Callable[[np.ndarray], np.ndarray]
         mask[:, 1:, 1:, 1:] = cells
         origins = np.zeros((STACK, 3), np.int64)
         origins[place[members]] = bricks[members] * BRICK - 1
-        yield Block(values.reshape(-1, size, size), origins, mask.reshape(-1, size, size))
+        yield Block(values.reshape(-1, SIZE, SIZE), origins, mask.reshape(-1, SIZE, SIZE))
 
 
 def brick_grid_shape(grid_shape: tuple[int, int, int]) -> tuple[int, int, int]:
@@ -154,11 +162,10 @@ class DenseStorage:
 
     def _brick_values(self, bricks: np.ndarray, level: float) -> np.ndarray:
         """The ``(BRICK + 1)^3`` samples of each brick, the pad (and beyond) at ``level - PAD_DEPTH``."""
-        size = BRICK + 1
-        out = np.full((len(bricks), size, size, size), level - PAD_DEPTH, np.float32)
+        out = np.full((len(bricks), SIZE, SIZE, SIZE), level - PAD_DEPTH, np.float32)
         n = np.array(self.values.shape)
         for brick, start in zip(out, bricks * BRICK - 1):           # grid index of the brick's first sample
-            lo, hi = np.maximum(start, 0), np.minimum(start + size, n)
+            lo, hi = np.maximum(start, 0), np.minimum(start + SIZE, n)
             if np.all(hi > lo):
                 brick[tuple(slice(a - s, b - s) for a, b, s in zip(lo, hi, start))] = \
                     self.values[tuple(slice(a, b) for a, b in zip(lo, hi))]
@@ -175,11 +182,11 @@ class BrickStorage:
         self.n = np.array(grid_shape, np.int64)
         self.level = level
         self.table = np.full(brick_grid_shape(grid_shape), -1, np.int32)
-        self.values = np.empty((0,) + (BRICK + 1,) * 3, np.float32)
+        self.values = np.empty((0,) + (SIZE,) * 3, np.float32)
         self.bricks = np.empty((0, 3), np.int64)
         self.count = 0
         self.memory_limit = memory_limit
-        local = np.arange(BRICK + 1)
+        local = np.arange(SIZE)
         self._pad = [(local[None, :] + BRICK * np.arange(self.table.shape[a])[:, None] == 0)
                      | (local[None, :] + BRICK * np.arange(self.table.shape[a])[:, None] >= self.n[a] + 1)
                      for a in range(3)]                  # per axis and brick: which local samples are pad
@@ -201,12 +208,12 @@ class BrickStorage:
         need = self.count + len(bricks)
         if need > len(self.values):
             capacity = max(need, 2 * len(self.values), 64)
-            grow = (capacity - len(self.values)) * (BRICK + 1) ** 3 * 4
+            grow = (capacity - len(self.values)) * SIZE**3 * 4
             have = available_bytes() if self.memory_limit is None else self.memory_limit - self.nbytes
             if have is not None and grow > have:
                 raise ResourceError(f"the surface needs more memory than is available ({self.nbytes / 2**30:.1f} "
                                     "GiB in use); use a lower resolution")
-            values = np.empty((capacity,) + (BRICK + 1,) * 3, np.float32)
+            values = np.empty((capacity,) + (SIZE,) * 3, np.float32)
             values[:self.count] = self.values[:self.count]
             bricks_of = np.empty((capacity, 3), np.int64)
             bricks_of[:self.count] = self.bricks[:self.count]
@@ -438,23 +445,41 @@ def _evaluate_grid_samples(storage: BrickStorage, evaluate: Evaluator, slopes: t
     the samples ``x`` with ``|v_i - level| <= SAFETY * slope * |x - c_i|`` at every corner ``c_i`` (the surface
     reaches a sample only through ground the slope can cover from every corner)."""
     level, count = storage.level, storage.count
-    coarse = storage.values[:count, ::2, ::2, ::2]
-    change, _ = crossing_cells(coarse, level)
-    m = change.shape[1]
-    halves = np.broadcast_to(change[:, :, None, :, None, :, None], (count, m, 2, m, 2, m, 2))
-    need = _corners_of(halves.reshape(count, 2 * m, 2 * m, 2 * m))   # every grid cell of a crossing cell
-    near = _may_hold_surface(coarse, level, _reach(slopes, 2, spacing)) & ~change
+    values = storage.values[:count]
+    coarse = values[:, ::2, ::2, ::2]
+    change, complete = crossing_cells(coarse, level)
+    need = _samples_of(change)                                   # every grid sample of a crossing cell
+    near = (corner_count(_near(coarse, level, _reach(slopes, 2, spacing))) > 0) & complete & ~change
     allowance = np.float32(SAFETY * spacing) * np.array(slopes, np.float32)       # logits per sample, in / out
-    found = np.nonzero(near)
-    for start in range(0, len(found[0]), CELLS_AT_ONCE):
-        rows, i, j, k = (f[start:start + CELLS_AT_ONCE] for f in found)
-        values = np.stack([coarse[rows, i + dx, j + dy, k + dz] for dx, dy, dz in CORNERS], axis=1)  # (M, 8)
-        reach = np.abs(values - level) / np.where(values > level, allowance[0], allowance[1])   # in samples
+    flat_values, flat_need = values.reshape(-1), need.reshape(-1)
+    found = np.flatnonzero(near)
+    for start in range(0, len(found), CELLS_AT_ONCE):
+        row, i, j, k = np.unravel_index(found[start:start + CELLS_AT_ONCE], near.shape)
+        base = row * SIZE**3 + 2 * ((i * SIZE + j) * SIZE + k)             # flat index of each cell's lowest corner
+        corner = flat_values[base[:, None] + CORNERS_FLAT]                   # (M, 8)
+        reach = np.abs(corner - level) / np.where(corner > level, allowance[0], allowance[1])   # in samples
+        some = reach.max(axis=1) <= FARTHEST                 # cells where every corner allows some sample
+        base, reach = base[some], reach[some]
         allowed = reach[:, None, :] <= OFFSET_DISTANCES                # (M, 19, 8): each corner's say
         cell, offset = np.nonzero(allowed.view(np.uint64)[..., 0] == EVERY_CORNER)   # 8 bools read as one word
-        local = 2 * np.stack([i[cell], j[cell], k[cell]], axis=1) + OFFSETS[offset]
-        need[rows[cell], local[:, 0], local[:, 1], local[:, 2]] = True
-    _evaluate_where(storage, evaluate, np.arange(count), need & np.isnan(storage.values[:count]), 1)
+        flat_need[base[cell] + OFFSETS_FLAT[offset]] = True
+    _evaluate_where(storage, evaluate, np.arange(count), need & np.isnan(values), 1)
+
+
+def _samples_of(cells: np.ndarray) -> np.ndarray:
+    """The grid samples in cells of side 2 that ``cells (K, a, b, c) bool`` marks, on their boundary included:
+    ``(K, 2a+1, 2b+1, 2c+1) bool``, spread one axis at a time (sample ``2i + 1`` lies in cell ``i`` only, sample
+    ``2i`` in cells ``i - 1`` and ``i``)."""
+    for axis in (1, 2, 3):
+        shape = list(cells.shape)
+        m = shape[axis]
+        shape[axis] = 2 * m + 1
+        out = np.zeros(shape, bool)
+        _along(out, axis, 1, 2 * m)[(slice(None),) * axis + (slice(None, None, 2),)] = cells
+        _along(out, axis, 0, 2 * m - 1)[(slice(None),) * axis + (slice(None, None, 2),)] |= cells
+        _along(out, axis, 2, 2 * m + 1)[(slice(None),) * axis + (slice(None, None, 2),)] |= cells
+        cells = out
+    return cells
 
 
 def _evaluate_where(storage: BrickStorage, evaluate: Evaluator, rows: np.ndarray, mask: np.ndarray,
@@ -462,67 +487,63 @@ def _evaluate_where(storage: BrickStorage, evaluate: Evaluator, rows: np.ndarray
     """Evaluate the samples ``mask (K, a, b, c)`` marks on the step-``step`` lattice of bricks ``rows (K,)``, one
     batch at a time (no index arrays for all of them at once)."""
     marked = np.flatnonzero(mask)
+    flat_values = storage.values.reshape(-1)
     for start in range(0, len(marked), evaluate.batch_size):
-        which, *local = np.unravel_index(marked[start:start + evaluate.batch_size], mask.shape)
+        which, i, j, k = np.unravel_index(marked[start:start + evaluate.batch_size], mask.shape)
         brick = rows[which]
-        local = np.stack(local, axis=1) * step
-        storage.values[brick, local[:, 0], local[:, 1], local[:, 2]] = evaluate(storage.grid_index(brick, local))
+        local = np.stack([i, j, k], axis=1) * step
+        flat = brick * SIZE**3 + (local[:, 0] * SIZE + local[:, 1]) * SIZE + local[:, 2]
+        flat_values[flat] = evaluate(storage.grid_index(brick, local))
 
 
 def _follow_surface(storage: BrickStorage, evaluate: Evaluator) -> None:
     """Evaluate the unknown corners of every grid cell whose known corners change sign, in every brick, then
     carry known samples of brick faces crossed by the surface into the neighbouring bricks, until nothing
-    new appears."""
+    new appears. Only bricks whose samples changed are looked at again."""
     level = storage.level
-    work = _unsettled(storage)
-    while len(work):
+    work, rows = _unsettled(storage), np.arange(storage.count)     # every brick's faces, the first time
+    while len(rows):
+        changed = [rows]
         while len(work):
             v = storage.values[work]
             inside, seen = _inside_and_known(v, level)
             need = _corners_of((inside > 0) & (seen > inside) & (seen < 8)) & np.isnan(v)
-            changed = need.any(axis=(1, 2, 3))
-            _evaluate_where(storage, evaluate, work[changed], need[changed], 1)
-            work = work[changed]
-        work = _cross_faces(storage)
+            some = need.any(axis=(1, 2, 3))
+            work = work[some]
+            _evaluate_where(storage, evaluate, work, need[some], 1)
+            changed.append(work)
+        work = rows = _cross_faces(storage, np.unique(np.concatenate(changed)))
 
 
 def _unsettled(storage: BrickStorage) -> np.ndarray:
-    """Rows of the bricks with a cell of side 2 that holds known samples on both sides of the level and unknown
-    ones: only there can a grid cell's known corners change sign with others unknown (each grid cell lies in
-    one cell of side 2). Counted over each cell's 27 samples, two strided sums per axis."""
-    v = storage.values[:storage.count]
-    level = storage.level
-    code = (v > level).astype(np.uint16) * np.uint16(32) + (v == v)     # inside count * 32 + known count
-    for axis in (1, 2, 3):
-        n = code.shape[axis]
-        code = sum(_along(code, axis, start, n - 2 + start)[(slice(None),) * axis + (slice(None, None, 2),)]
-                   for start in range(3))
-    inside, known = code >> 5, code & 31
-    return np.flatnonzero(((inside > 0) & (known > inside) & (known < 27)).any(axis=(1, 2, 3)))
+    """Rows of the bricks with a grid cell whose known corners change sign while others are unknown."""
+    inside, seen = _inside_and_known(storage.values[:storage.count], storage.level)
+    return np.flatnonzero(((inside > 0) & (seen > inside) & (seen < 8)).any(axis=(1, 2, 3)))
 
 
-def _cross_faces(storage: BrickStorage) -> np.ndarray:
-    """Copy the known samples of every brick face that the surface crosses (two neighbouring known samples on
-    both sides of ``level``) into the neighbouring brick, allocating it; returns the rows that gained samples."""
+def _cross_faces(storage: BrickStorage, rows: np.ndarray) -> np.ndarray:
+    """Copy the known samples of every face of bricks ``rows`` that the surface crosses (two neighbouring known
+    samples on both sides of ``level``) into the neighbouring brick, allocating it; returns the rows that
+    gained samples."""
     level = storage.level
     gained = []
     for axis in range(3):
         for side, other in ((BRICK, 0), (0, BRICK)):
-            face = np.take(storage.values[:storage.count], side, axis=axis + 1)       # (K, 17, 17)
+            index = [rows, slice(None), slice(None), slice(None)]
+            index[axis + 1] = side
+            face = storage.values[tuple(index)]                                  # (K, SIZE, SIZE)
             known = ~np.isnan(face)
             inside = face > level
             crossed = ((inside[:, 1:] != inside[:, :-1]) & known[:, 1:] & known[:, :-1]).any(axis=(1, 2)) \
                 | ((inside[:, :, 1:] != inside[:, :, :-1]) & known[:, :, 1:] & known[:, :, :-1]).any(axis=(1, 2))
-            rows = np.flatnonzero(crossed)
             step = np.zeros(3, np.int64)
             step[axis] = 1 if side == BRICK else -1
-            target = storage.bricks[rows] + step
+            target = storage.bricks[rows[crossed]] + step
             ok = np.all((target >= 0) & (target < np.array(storage.table.shape)), axis=1)
-            rows, target = rows[ok], target[ok]
-            if not len(rows):
+            if not ok.any():
                 continue
-            faces = face[rows]
-            neighbours = storage.rows(target)
+            faces = face[crossed][ok]
+            neighbours = storage.rows(target[ok])
             index = [neighbours, slice(None), slice(None), slice(None)]
             index[axis + 1] = other                                   # the neighbours' facing sides only
             theirs = storage.values[tuple(index)]
