@@ -54,7 +54,8 @@ def _weld(verts: np.ndarray, faces: np.ndarray, n: np.ndarray) -> np.ndarray:
     """
     lower = np.floor(verts)
     whole = verts == lower
-    plane = whole & (((lower + 1) % BRICK == 0) | (lower == 0) | (lower == n - 1))
+    lower = lower.astype(np.int32)
+    plane = whole & ((((lower + 1) & (BRICK - 1)) == 0) | (lower == 0) | (lower == n - 1))   # BRICK: a power of 2
     maybe = np.flatnonzero(plane.any(axis=1) | whole.all(axis=1))
     fractional = ~whole[maybe]
     axis = np.where(fractional.any(axis=1), np.argmax(fractional, axis=1), 3)
@@ -64,7 +65,8 @@ def _weld(verts: np.ndarray, faces: np.ndarray, n: np.ndarray) -> np.ndarray:
     target = np.arange(len(verts), dtype=np.int32)
     target[maybe] = maybe[first[inverse.reshape(-1)]]
     faces = target[faces]
-    return faces[(faces[:, 0] != faces[:, 1]) & (faces[:, 1] != faces[:, 2]) & (faces[:, 0] != faces[:, 2])]
+    return np.compress((faces[:, 0] != faces[:, 1]) & (faces[:, 1] != faces[:, 2]) & (faces[:, 0] != faces[:, 2]),
+                       faces, axis=0)
 
 
 def is_closed(faces: np.ndarray) -> bool:
@@ -136,7 +138,7 @@ def _pieces(faces: np.ndarray, vertex_count: int) -> tuple[int, np.ndarray]:
     piece, ``(V,) int``."""
     graph = sparse.coo_matrix((np.ones(2 * len(faces), np.int8), (faces[:, [0, 1]].reshape(-1),
                                                                   faces[:, [1, 2]].reshape(-1))),
-                              shape=(vertex_count, vertex_count))
+                              shape=(vertex_count, vertex_count)).tocsr()   # scipy's own conversion is slower
     return connected_components(graph, directed=False)
 
 
