@@ -469,8 +469,8 @@ def _evaluate_grid_samples(storage: BrickStorage, evaluate: Evaluator, slopes: t
 def _samples_of(cells: np.ndarray) -> np.ndarray:
     """The grid samples in cells of side 2 that ``cells (K, a, b, c) bool`` marks, on their boundary included:
     ``(K, 2a+1, 2b+1, 2c+1) bool``, spread one axis at a time (sample ``2i + 1`` lies in cell ``i`` only, sample
-    ``2i`` in cells ``i - 1`` and ``i``)."""
-    for axis in (1, 2, 3):
+    ``2i`` in cells ``i - 1`` and ``i``); the innermost axis first, while the array is smallest."""
+    for axis in (3, 2, 1):
         shape = list(cells.shape)
         m = shape[axis]
         shape[axis] = 2 * m + 1
