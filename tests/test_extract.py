@@ -8,10 +8,12 @@ import pytest
 import trimesh
 from conftest import mesh_difference, sphere_logits
 
+from occnet.runtime import field as field_module
 from occnet.runtime.errors import InputError, ResourceError
 from occnet.runtime.field import (
     BRICK,
     PAD_DEPTH,
+    _brick_slopes,
     _corners_of,
     _typical_slopes,
     adaptive_field,
@@ -103,6 +105,25 @@ def test_features_between_the_coarse_samples_are_never_dropped(fn):
     assert mesh_difference(adaptive, dense) == (0, 0)
     assert adaptive.is_watertight
     assert stats.points_evaluated < 0.5 * dense_stats.points_evaluated
+
+
+@pytest.mark.parametrize("fn", [thin_tube, big_and_small])
+def test_slopes_measured_on_a_few_bricks_still_find_every_feature(fn, monkeypatch):
+    # large grids measure the typical slope on SLOPE_BRICKS of their bricks (2048 of 16k at 1024^3)
+    monkeypatch.setattr(field_module, "SLOPE_BRICKS", 4)
+    dense, _ = mesh_field(fn, *BOX, MeshSettings(resolution=129, method="dense"))
+    adaptive, _ = mesh_field(fn, *BOX, MeshSettings(resolution=129))
+    assert mesh_difference(adaptive, dense) == (0, 0)
+
+
+def test_slopes_on_every_kth_brick_match_those_on_all(monkeypatch):
+    grid = Grid.from_bounds(*BOX, 129)
+    storage = adaptive_field(torus, grid, 0.0, 1 << 16).storage
+    every = _brick_slopes(storage, 2, grid.spacing)
+    monkeypatch.setattr(field_module, "SLOPE_BRICKS", storage.count // 8)
+    assert storage.count > 8 * 20
+    some = _brick_slopes(storage, 2, grid.spacing)
+    assert some == (pytest.approx(every[0], rel=0.05), pytest.approx(every[1], rel=0.05))
 
 
 def test_adaptive_evaluates_a_small_fraction_and_stores_no_grid_sized_array():
