@@ -6,6 +6,7 @@ scikit-image and trimesh load when there is work to do.
 
 from __future__ import annotations
 
+import gc
 import json
 import os
 from enum import Enum
@@ -80,6 +81,8 @@ def occ_mesh(
             failed += 1
             typer.echo(f"occ-mesh: error: {model}: {' '.join(str(exc).split())}", err=True)
             continue
+        finally:
+            gc.collect()          # a trimesh holds reference cycles: free the last mesh before the next model
         if replaced:
             typer.echo(f"note: replaced the existing {path}", err=True)
         if as_json:

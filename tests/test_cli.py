@@ -201,3 +201,29 @@ def test_occ_mesh_output_names_one_file(trained_onnx, tmp_path):
     result = run_cli("occ-mesh", str(trained_onnx), str(trained_onnx), "--out-dir", str(tmp_path))
     assert_clean_failure(result, "occ-mesh", "two models would write the same mesh file")
     assert listing(tmp_path) == []
+
+
+def test_occ_mesh_frees_each_mesh_before_the_next_model(trained_onnx, tmp_path, monkeypatch):
+    import shutil
+    import weakref
+
+    import typer
+
+    from occnet.runtime import cli, mesher
+
+    real, meshes = mesher.mesh_model, []
+
+    def watched(*args, **kwargs):
+        assert all(ref() is None for ref in meshes), "the previous model's mesh is still in memory"
+        mesh, stats = real(*args, **kwargs)
+        meshes.append(weakref.ref(mesh))
+        return mesh, stats
+
+    monkeypatch.setattr(mesher, "mesh_model", watched)
+    models = []
+    for name in "abc":
+        (tmp_path / name).mkdir()
+        models.append(shutil.copy(trained_onnx, tmp_path / name / "model.onnx"))
+    typer.main.get_command(cli.mesh_app).main(args=[*map(str, models), "--out-dir", str(tmp_path / "out"),
+                                                   "--resolution", "24"], standalone_mode=False)
+    assert len(meshes) == 3 and sorted(p.parent.name for p in (tmp_path / "out").rglob("*.ply")) == list("abc")
