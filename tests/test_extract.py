@@ -15,6 +15,7 @@ from occnet.runtime.field import (
     PAD_DEPTH,
     _brick_slopes,
     _corners_of,
+    _samples_of,
     _typical_slopes,
     adaptive_field,
     corner_count,
@@ -198,6 +199,10 @@ def test_cell_helpers_match_a_corner_by_corner_reading():
     assert np.array_equal(corners, brute)
     marks = rng.random((2, 5, 4, 6)) < 0.5
     assert np.array_equal(corner_count(marks), brute_count(marks))
+    samples = np.zeros((2, 9, 7, 11), bool)                      # every sample of a marked cell of side 2
+    for n, x, y, z in zip(*np.nonzero(cells)):
+        samples[n, 2 * x:2 * x + 3, 2 * y:2 * y + 3, 2 * z:2 * z + 3] = True
+    assert np.array_equal(_samples_of(cells), samples)
 
 
 def brute_count(marks):
