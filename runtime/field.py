@@ -277,12 +277,13 @@ def adaptive_field(fn: LogitFn, grid: Grid, level: float, batch_size: int, progr
     corners change sign (the pad included, so caps on the box border count), or when the network's own values
     say the surface could pass through it: a corner's ``|logit - level|`` is within ``SAFETY * slope * cell
     diagonal / 2``, where ``slope`` is the typical logit change per unit length across the surface (the
-    ``SLOPE_QUANTILE`` of the slopes measured on sign-changing edges of the level above). Every point of a
-    cell lies within half its diagonal of a corner, so the surface is missed only where the field is more
-    than ``SAFETY`` times steeper than typical: thin walls, rods and small parts between coarse samples are
-    found because logits shrink towards any surface. Finally the surface is followed: every grid cell with a
-    sign change among its known corners gets its other corners evaluated, across brick faces too, until
-    nothing new appears, so each connected piece of the surface, once touched, is found whole.
+    ``SLOPE_QUANTILE`` of the slopes measured on sign-changing edges of the level above, in at most
+    ``SLOPE_BRICKS`` bricks). Every point of a cell lies within half its diagonal of a corner, so the surface
+    is missed only where the field is more than ``SAFETY`` times steeper than typical: thin walls, rods and
+    small parts between coarse samples are found because logits shrink towards any surface. Finally the
+    surface is followed: every grid cell with a sign change among its known corners gets its other corners
+    evaluated, across brick faces too, until nothing new appears, so each connected piece of the surface,
+    once touched, is found whole.
 
     Nothing the size of the grid is allocated: ``memory_limit`` (default: what the machine has free) bounds
     the bricks, or :class:`ResourceError` is raised.

@@ -22,7 +22,9 @@ def extract_mesh(field: Field, level: float) -> trimesh.Trimesh:
 
     The volume's border counts as outside, so a surface cut by the box is closed there, by a cap on the box
     face; degenerate faces are dropped; faces wind counter-clockwise seen from outside; vertices ``(V, 3)
-    float32`` are world coordinates. Raises :class:`EmptySurfaceError` when the field never crosses ``level``.
+    float64`` are world coordinates (float32 grid coordinates mapped through the grid in float64, so boxes far
+    from the origin keep their precision). Raises :class:`EmptySurfaceError` when the field never crosses
+    ``level``.
     """
     if field.highest <= level or field.lowest > level:
         side = "inside" if field.lowest > level else "outside"
