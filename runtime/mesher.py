@@ -13,7 +13,7 @@ from occnet.runtime.grid import Grid
 from occnet.runtime.machine import available_bytes
 from occnet.runtime.session import OccupancyModel
 from occnet.runtime.settings import MeshSettings, probability_to_logit
-from occnet.runtime.surface import drop_specks, extract_mesh, filter_components, is_closed
+from occnet.runtime.surface import drop_specks, filter_components, is_closed, surface_arrays
 
 SPECK_CELLS = 2
 """Pieces of the mesh no wider than this many grid cells are dropped as specks (see ``drop_specks``)."""
@@ -80,15 +80,17 @@ def mesh_field(fn: LogitFn, bounds_min, bounds_max, settings: MeshSettings = Mes
     else:
         field = adaptive_field(fn, grid, level, settings.batch_size, progress)
     inferred = time.perf_counter()
-    mesh = extract_mesh(field, level)
+    verts, faces = surface_arrays(field, level)
     points_evaluated, field_bytes = field.points_evaluated, field.nbytes
     del field                                  # the samples are meshed: free them before the mesh's own work
-    mesh = drop_specks(mesh, SPECK_CELLS * grid.spacing)
-    mesh = filter_components(mesh, settings.largest_only, settings.min_faces)
+    verts, faces = drop_specks(verts, faces, SPECK_CELLS * grid.spacing)
+    verts, faces = filter_components(verts, faces, settings.largest_only, settings.min_faces)
+    watertight = is_closed(faces)
+    mesh = trimesh.Trimesh(verts, faces, process=False)
     done = time.perf_counter()
     stats = MeshStats(settings.method, provider, settings.resolution, grid.shape, points_evaluated,
                       round(inferred - start, 4), round(done - inferred, 4), round(done - start, 4),
-                      field_bytes, len(mesh.vertices), len(mesh.faces), is_closed(mesh.faces))
+                      field_bytes, len(mesh.vertices), len(mesh.faces), watertight)
     return mesh, stats
 
 

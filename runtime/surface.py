@@ -18,13 +18,20 @@ from occnet.runtime.field import BRICK, Block, Field
 
 
 def extract_mesh(field: Field, level: float) -> trimesh.Trimesh:
-    """The ``level`` iso-surface of ``field`` (inside: value > level) as a watertight mesh.
+    """The ``level`` iso-surface of ``field`` (inside: value > level) as a watertight mesh (see
+    :func:`surface_arrays`)."""
+    return trimesh.Trimesh(*surface_arrays(field, level), process=False)
+
+
+def surface_arrays(field: Field, level: float) -> tuple[np.ndarray, np.ndarray]:
+    """The ``level`` iso-surface of ``field`` (inside: value > level): vertices ``(V, 3) float64`` in world
+    coordinates and faces ``(F, 3) int32``, a watertight surface.
 
     The volume's border counts as outside, so a surface cut by the box is closed there, by a cap on the box
-    face; degenerate faces are dropped; faces wind counter-clockwise seen from outside; vertices ``(V, 3)
-    float64`` are world coordinates (float32 grid coordinates mapped through the grid in float64, so boxes far
-    from the origin keep their precision). Raises :class:`EmptySurfaceError` when the field never crosses
-    ``level``.
+    face; degenerate faces are dropped; faces wind counter-clockwise seen from outside; vertices are float32
+    grid coordinates mapped through the grid in float64, so boxes far from the origin keep their precision.
+    Arrays rather than a trimesh, whose reference cycles would keep each intermediate mesh in memory until
+    the garbage collector runs. Raises :class:`EmptySurfaceError` when the field never crosses ``level``.
     """
     if field.highest <= level or field.lowest > level:
         side = "inside" if field.lowest > level else "outside"
@@ -41,7 +48,7 @@ def extract_mesh(field: Field, level: float) -> trimesh.Trimesh:
     np.clip(verts, 0, (n - 1).astype(np.float32), out=verts)
     faces = _weld(verts, faces, n)
     verts, faces = _compact(verts, faces)
-    return trimesh.Trimesh(field.grid.to_world(verts), faces, process=False)
+    return field.grid.to_world(verts), faces
 
 
 def _weld(verts: np.ndarray, faces: np.ndarray, n: np.ndarray) -> np.ndarray:
@@ -100,31 +107,33 @@ def _march(block: Block, level: float) -> tuple[np.ndarray, np.ndarray] | None:
     return verts, faces.astype(np.int32)
 
 
-def drop_specks(mesh: trimesh.Trimesh, size: float) -> trimesh.Trimesh:
-    """``mesh`` without its specks: connected pieces no wider than ``size`` along any axis (at two grid cells,
-    a sample or two alone on their side of the level: noise below what the grid resolves, not a part). A mesh
-    that is all specks is kept whole."""
-    faces, verts = _indices(mesh.faces), np.asarray(mesh.vertices)
+def drop_specks(verts: np.ndarray, faces: np.ndarray, size: float) -> tuple[np.ndarray, np.ndarray]:
+    """``verts (V, 3)`` and ``faces (F, 3) int`` without the specks: connected pieces no wider than ``size``
+    along any axis (at two grid cells, a sample or two alone on their side of the level: noise below what the
+    grid resolves, not a part). A mesh that is all specks is kept whole."""
+    faces = _indices(faces)
     count, piece = _pieces(faces, len(verts))
     if count == 1:
-        return mesh
+        return verts, faces
     index = np.arange(count)
     extent = np.stack([ndimage.maximum(verts[:, a], piece, index) - ndimage.minimum(verts[:, a], piece, index)
                        for a in range(3)], axis=1)
     speck = np.all(extent <= size, axis=1)
     if speck.all() or not speck.any():
-        return mesh
-    return trimesh.Trimesh(*_compact(verts, faces[~speck[piece[faces[:, 0]]]]), process=False)
+        return verts, faces
+    return _compact(verts, faces[~speck[piece[faces[:, 0]]]])
 
 
-def filter_components(mesh: trimesh.Trimesh, largest_only: bool = False, min_faces: int = 0) -> trimesh.Trimesh:
-    """Keep the connected component with most faces, or drop components with fewer than ``min_faces``."""
+def filter_components(verts: np.ndarray, faces: np.ndarray, largest_only: bool = False,
+                      min_faces: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Keep the connected component with most faces, or drop components with fewer than ``min_faces``:
+    ``verts (V, 3)`` and ``faces (F, 3) int`` in, the kept ones out."""
     if min_faces < 0:
         raise InputError(f"min faces must be >= 0, got {min_faces}")
+    faces = _indices(faces)
     if not largest_only and min_faces <= 1:
-        return mesh
-    faces = _indices(mesh.faces)
-    count, piece = _pieces(faces, len(mesh.vertices))
+        return verts, faces
+    count, piece = _pieces(faces, len(verts))
     of_face = piece[faces[:, 0]]
     sizes = np.bincount(of_face, minlength=count)
     keep = sizes == sizes.max() if largest_only else sizes >= min_faces
@@ -132,7 +141,7 @@ def filter_components(mesh: trimesh.Trimesh, largest_only: bool = False, min_fac
         keep &= np.cumsum(keep) == 1                          # one piece, the first of the largest
     if not keep.any():
         raise EmptySurfaceError(f"every component has fewer than {min_faces} faces")
-    return trimesh.Trimesh(*_compact(np.asarray(mesh.vertices), faces[keep[of_face]]), process=False)
+    return _compact(verts, faces[keep[of_face]])
 
 
 def _pieces(faces: np.ndarray, vertex_count: int) -> tuple[int, np.ndarray]:
@@ -145,7 +154,7 @@ def _pieces(faces: np.ndarray, vertex_count: int) -> tuple[int, np.ndarray]:
 
 
 def _indices(faces: np.ndarray) -> np.ndarray:
-    """``faces`` as int32 (trimesh keeps int64): half the memory for the sparse matrices built from them."""
+    """``faces`` as int32 (a trimesh keeps int64): half the memory for the sparse matrices built from them."""
     return np.asarray(faces).astype(np.int32, copy=False)
 
 

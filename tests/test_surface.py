@@ -93,13 +93,15 @@ def test_components_largest_and_minimum_size():
     mesh, _ = mesh_field(two, *BOX, MeshSettings(resolution=64))
     parts = mesh.split(only_watertight=False)
     assert len(parts) == 2
-    largest = filter_components(mesh, largest_only=True)
-    assert len(largest.faces) == max(len(p.faces) for p in parts)
+    verts, faces = np.asarray(mesh.vertices), np.asarray(mesh.faces)
+    largest = filter_components(verts, faces, largest_only=True)
+    assert len(largest[1]) == max(len(p.faces) for p in parts)
+    assert np.allclose(trimesh.Trimesh(*largest).bounds, max(parts, key=lambda p: len(p.faces)).bounds)
     small = min(len(p.faces) for p in parts)
-    assert len(filter_components(mesh, min_faces=small + 1).faces) == max(len(p.faces) for p in parts)
-    assert len(filter_components(mesh, min_faces=small).faces) == len(mesh.faces)
+    assert len(filter_components(verts, faces, min_faces=small + 1)[1]) == max(len(p.faces) for p in parts)
+    assert len(filter_components(verts, faces, min_faces=small)[1]) == len(faces)
     with pytest.raises(EmptySurfaceError):
-        filter_components(mesh, min_faces=10**9)
+        filter_components(verts, faces, min_faces=10**9)
 
 
 @pytest.mark.parametrize("method", ["dense", "adaptive"])
@@ -134,9 +136,10 @@ def test_a_mesh_of_specks_only_is_kept():
     from occnet.runtime.surface import drop_specks
 
     blob = trimesh.creation.icosphere(1, radius=0.01)
-    assert len(drop_specks(blob, 0.1).faces) == len(blob.faces)
+    assert len(drop_specks(blob.vertices, blob.faces, 0.1)[1]) == len(blob.faces)
     big = trimesh.creation.icosphere(1, radius=1.0)
-    kept = drop_specks(trimesh.util.concatenate([blob, big]), 0.1)
+    both = trimesh.util.concatenate([blob, big])
+    kept = trimesh.Trimesh(*drop_specks(both.vertices, both.faces, 0.1), process=False)
     assert len(kept.faces) == len(big.faces) and np.allclose(kept.bounds, big.bounds)
 
 
