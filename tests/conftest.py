@@ -79,12 +79,16 @@ def mesh_difference(a, b, atol=1e-5):
     same mesh, however its arrays are ordered or its vertices numbered."""
     from scipy.spatial import cKDTree
 
-    positions = np.asarray(b.vertices, np.float64)
+    positions, inverse = np.unique(np.asarray(b.vertices, np.float64), axis=0, return_inverse=True)
     distance, index = cKDTree(positions).query(a.vertices)
-    mapped = np.where((distance < atol)[:, None], positions[index], np.nan)
+    unmatched = distance >= atol                                  # a vertex of its own, in no face of b
+    ids_a = np.where(unmatched, len(positions) + np.cumsum(unmatched) - 1, index)
+    assert len(positions) + unmatched.sum() < 2**21             # three ids in one int64 below
 
-    def faces(corners):
-        return {min(k[r:] + k[:r] for r in range(3)) for k in (tuple(map(tuple, t)) for t in corners.tolist())}
+    def faces(ids):
+        start = np.argmin(ids, axis=1)[:, None]                   # rotate to the smallest, keep the winding
+        ids = np.take_along_axis(ids, (start + np.arange(3)) % 3, axis=1).astype(np.int64)
+        return np.unique((ids[:, 0] << 42) | (ids[:, 1] << 21) | ids[:, 2])
 
-    fa, fb = faces(mapped[np.asarray(a.faces)]), faces(positions[np.asarray(b.faces)])
-    return len(fa - fb), len(fb - fa)
+    fa, fb = faces(ids_a[np.asarray(a.faces)]), faces(inverse.reshape(-1)[np.asarray(b.faces)])
+    return len(np.setdiff1d(fa, fb, assume_unique=True)), len(np.setdiff1d(fb, fa, assume_unique=True))

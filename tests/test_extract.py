@@ -244,3 +244,18 @@ def test_marching_by_bricks_gives_the_whole_volumes_mesh(fn, box):
     whole.merge_vertices(digits_vertex=6)
     assert mesh_difference(bricked, whole, atol=1e-5) == (0, 0)
     assert len(bricked.faces) == len(whole.faces) and is_closed(bricked.faces)
+
+
+def test_the_mesh_comparison_sees_a_moved_vertex_a_missing_face_and_a_flipped_one():
+    """The helper every equality check above relies on: (0, 0) only for the same faces."""
+    sphere = trimesh.creation.icosphere(2)
+    order = np.random.default_rng(1).permutation(len(sphere.vertices))
+    renumbered = trimesh.Trimesh(sphere.vertices[order], np.argsort(order)[sphere.faces][::-1], process=False)
+    assert mesh_difference(renumbered, sphere) == (0, 0)
+    moved = sphere.copy()
+    moved.vertices[0] += 1e-3
+    assert mesh_difference(moved, sphere) == (5, 5)                    # the five faces around vertex 0
+    assert mesh_difference(trimesh.Trimesh(sphere.vertices, sphere.faces[1:], process=False), sphere) == (0, 1)
+    flipped = sphere.faces.copy()
+    flipped[0] = flipped[0, ::-1]
+    assert mesh_difference(trimesh.Trimesh(sphere.vertices, flipped, process=False), sphere) == (1, 1)
