@@ -367,7 +367,12 @@ def _may_hold_surface(v: np.ndarray, level: float, reach: tuple[float, float]) -
     outside one within ``reach[1]`` of ``level``; a cell with an unknown corner (its parent was not split) is
     not split either."""
     change, complete = crossing_cells(v, level)
-    return change | ((corner_count(_near(v, level, reach)) > 0) & complete)
+    return change | _near_cells(v, level, reach, complete)
+
+
+def _near_cells(v: np.ndarray, level: float, reach: tuple[float, float], complete: np.ndarray) -> np.ndarray:
+    """Of the ``complete`` cells of lattices ``v (K, a, b, c)``, those with a corner :func:`_near` the level."""
+    return (corner_count(_near(v, level, reach)) > 0) & complete
 
 
 def _brick_slopes(storage: BrickStorage, step: int, spacing: float) -> tuple[float, float]:
@@ -459,7 +464,7 @@ def _evaluate_grid_samples(storage: BrickStorage, evaluate: Evaluator, slopes: t
     coarse = values[:, ::2, ::2, ::2]
     change, complete = crossing_cells(coarse, level)
     need = _samples_of(change)                                   # every grid sample of a crossing cell
-    near = (corner_count(_near(coarse, level, _reach(slopes, 2, spacing))) > 0) & complete & ~change
+    near = _near_cells(coarse, level, _reach(slopes, 2, spacing), complete) & ~change
     allowance = np.float32(SAFETY * spacing) * np.array(slopes, np.float32)       # logits per sample, in / out
     flat_values, flat_need = values.reshape(-1), need.reshape(-1)
     found = np.flatnonzero(near)
@@ -517,8 +522,7 @@ def _follow_surface(storage: BrickStorage, evaluate: Evaluator) -> None:
         changed = [rows]
         while len(work):
             v = storage.values[work]
-            inside, seen = _inside_and_known(v, level)
-            need = _corners_of((inside > 0) & (seen > inside) & (seen < 8)) & np.isnan(v)
+            need = _corners_of(_unsettled_cells(v, level)) & np.isnan(v)
             some = need.any(axis=(1, 2, 3))
             work = work[some]
             _evaluate_where(storage, evaluate, work, need[some], 1)
@@ -527,9 +531,15 @@ def _follow_surface(storage: BrickStorage, evaluate: Evaluator) -> None:
 
 
 def _unsettled(storage: BrickStorage) -> np.ndarray:
-    """Rows of the bricks with a grid cell whose known corners change sign while others are unknown."""
-    inside, seen = _inside_and_known(storage.values[:storage.count], storage.level)
-    return np.flatnonzero(((inside > 0) & (seen > inside) & (seen < 8)).any(axis=(1, 2, 3)))
+    """Rows of the bricks with an :func:`_unsettled_cells` cell."""
+    return np.flatnonzero(_unsettled_cells(storage.values[:storage.count], storage.level).any(axis=(1, 2, 3)))
+
+
+def _unsettled_cells(v: np.ndarray, level: float) -> np.ndarray:
+    """Grid cells of bricks ``v (K, a, b, c)`` whose known corners change sign while others are unknown:
+    ``(K, a-1, b-1, c-1) bool``."""
+    inside, seen = _inside_and_known(v, level)
+    return (inside > 0) & (seen > inside) & (seen < 8)
 
 
 def _cross_faces(storage: BrickStorage, rows: np.ndarray) -> np.ndarray:
