@@ -10,6 +10,7 @@ from pathlib import Path
 
 from occnet.runtime.errors import InputError
 from occnet.runtime.files import write_bytes_atomic
+from occnet.train.plot import figure, write_png
 
 COLUMNS = ("name", "source", "status", "error", "input_sha256", "settings", "seconds_train", "seconds_export",
            "seconds_mesh", "seconds_eval", "seconds_overhead", "epochs", "val_iou", "chamfer_l1",
@@ -53,13 +54,9 @@ def write_summary(rows: dict[str, dict], path: Path) -> None:
 def plot_summary(rows: dict[str, dict], path: Path) -> None:
     """``summary.png``: a histogram per score over the finished shapes, the ``WORST`` shapes named, and the
     count of failures in the title."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
     done = [row for row in rows.values() if row.get("status") == "done"]
     failed = len(rows) - len(done)
-    fig = Figure(figsize=(5 * len(PLOTTED), 4.5), dpi=100)
-    FigureCanvasAgg(fig)
+    fig = figure(5 * len(PLOTTED), 4.5)
     for ax, (column, title, higher_is_worse) in zip(fig.subplots(1, len(PLOTTED)), PLOTTED):
         scored = sorted(((float(row[column]), row["name"]) for row in done if _number(row.get(column))),
                         reverse=higher_is_worse)
@@ -72,10 +69,7 @@ def plot_summary(rows: dict[str, dict], path: Path) -> None:
                 bbox={"facecolor": "white", "alpha": 0.8})
         ax.set(title=f"{title} ({len(scored)} shapes)", ylabel="shapes")
     fig.suptitle(f"{len(done)} shapes done, {failed} failed")
-    fig.tight_layout()
-    out = io.BytesIO()
-    fig.savefig(out, format="png")
-    write_bytes_atomic(path, out.getvalue())
+    write_png(fig, path)
 
 
 def _cell(value) -> str:

@@ -1,4 +1,4 @@
-"""``loss.png``: train and validation loss, and validation IoU, per epoch."""
+"""Figures as PNG files: matplotlib on its own Agg canvas, written atomically; ``loss.png`` of a run."""
 
 from __future__ import annotations
 
@@ -9,18 +9,31 @@ from pathlib import Path
 from occnet.runtime.files import write_bytes_atomic
 
 
-def plot_history(history: Sequence, path: Path) -> None:
-    """Draw the loss curves (log scale) and the IoU of ``history`` (EpochMetrics rows) to a PNG, atomically.
-
-    Uses matplotlib's object API on an Agg canvas: no pyplot, no process-wide backend switch.
-    """
+def figure(width: float, height: float):
+    """A matplotlib figure of ``width`` x ``height`` inches on its own Agg canvas: matplotlib's object API, no
+    pyplot, no process-wide backend switch."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(width, height), dpi=100)
+    FigureCanvasAgg(fig)
+    return fig
+
+
+def write_png(fig, path: Path) -> None:
+    """Lay ``fig`` out and write it to ``path`` as a PNG, atomically."""
+    fig.tight_layout()
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png")
+    write_bytes_atomic(Path(path), buffer.getvalue())
+
+
+def plot_history(history: Sequence, path: Path) -> None:
+    """Draw the loss curves (log scale) and the IoU of ``history`` (EpochMetrics rows) to a PNG, atomically."""
     from matplotlib.ticker import MaxNLocator
 
     epochs = [m.epoch for m in history]
-    fig = Figure(figsize=(10, 4), dpi=100)
-    FigureCanvasAgg(fig)
+    fig = figure(10, 4)
     ax_loss, ax_iou = fig.subplots(1, 2)
     ax_loss.plot(epochs, [m.train_loss for m in history], label="train")
     ax_loss.plot(epochs, [m.val_loss for m in history], label="validation")
@@ -33,7 +46,4 @@ def plot_history(history: Sequence, path: Path) -> None:
     for ax in (ax_loss, ax_iou):
         ax.grid(alpha=0.3)
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-    fig.tight_layout()
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png")
-    write_bytes_atomic(Path(path), buffer.getvalue())
+    write_png(fig, path)
