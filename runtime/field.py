@@ -35,7 +35,7 @@ BRICK = 16
 neighbouring bricks share the samples of their common face."""
 STACK = 16
 """Bricks handed to marching cubes at once, stacked along x (one call for up to ``STACK`` bricks)."""
-SAFETY = 1.5
+SAFETY = 2.0
 """How many times steeper than the typical slope at the surface the field may get near a hidden feature
 (see :func:`adaptive_field`)."""
 CORNERS = np.array(list(itertools.product((0, 1), repeat=3)))
@@ -57,8 +57,10 @@ EVERY_CORNER = np.ones(8, bool).view(np.uint64)[0]
 """Eight True bytes read as one machine word."""
 CELLS_AT_ONCE = 65536
 """Cells of side 2 whose samples are weighed at once (bounds the working arrays to a few MiB)."""
+SLOPE_EDGES = 1024
+"""The most crossing lattice edges the slope at the surface is measured on (see :func:`_surface_slopes`)."""
 SLOPE_BRICKS = 2048
-"""The most bricks the typical slope is measured on (see :func:`_brick_slopes`)."""
+"""The most bricks the slopes of a level are measured on (see :func:`_brick_slopes`)."""
 SLOPE_QUANTILE = 0.5
 """Which quantile of the slopes measured across the surface stands for the typical slope."""
 PAD_DEPTH = 1e6
@@ -298,23 +300,29 @@ def adaptive_field(fn: LogitFn, grid: Grid, level: float, batch_size: int, progr
     lattice = np.full(lattice_shape, level - PAD_DEPTH, np.float32)
     real = np.all((padded >= 1) & (padded <= n), axis=-1)
     lattice[real] = evaluate(padded[real] - 1)
-    slopes = _typical_slopes(lattice[None], BRICK * spacing, level)
+    edges = _crossing_edges(lattice[None], level)
+    surface = _surface_slopes(lattice[None], np.full((1, 3), -1), BRICK, edges, evaluate, level)
+    slopes = _steeper(surface, _lattice_slopes(lattice[None], edges, BRICK * spacing, level))
     keep = _may_hold_surface(lattice[None], level, _reach(slopes, BRICK, spacing))[0]
     rows = storage.rows(np.argwhere(keep))
     storage.values[rows, ::BRICK, ::BRICK, ::BRICK] = _brick_corners(lattice, storage.bricks[rows])
     step = BRICK
     while step > 2:
-        reach = _reach(_brick_slopes(storage, step, spacing), step, spacing)
+        slopes, surface = _brick_slopes(storage, step, evaluate, surface)
+        reach = _reach(slopes, step, spacing)
         step //= 2
         _evaluate_children(storage, evaluate, reach, step)
-    _evaluate_grid_samples(storage, evaluate, _brick_slopes(storage, 2, spacing), spacing)
+    slopes, surface = _brick_slopes(storage, 2, evaluate, surface)
+    _evaluate_grid_samples(storage, evaluate, slopes or (math.inf, math.inf), spacing)
     _follow_surface(storage, evaluate)
     return Field(grid, storage, evaluate.points_evaluated, evaluate.lowest, evaluate.highest)
 
 
-def _reach(slopes: tuple[float, float], step: int, spacing: float) -> tuple[float, float]:
+def _reach(slopes: tuple[float, float] | None, step: int, spacing: float) -> tuple[float, float]:
     """How far (in logits) from ``level`` an inside and an outside corner of a ``step``-sided cell may be with
-    the surface passing through the cell."""
+    the surface passing through the cell; anywhere where the slopes are not known yet (None)."""
+    if slopes is None:
+        return math.inf, math.inf
     half_diagonal = step * spacing * math.sqrt(3) / 2
     return SAFETY * slopes[0] * half_diagonal, SAFETY * slopes[1] * half_diagonal
 
@@ -375,48 +383,107 @@ def _near_cells(v: np.ndarray, level: float, reach: tuple[float, float], complet
     return (corner_count(_near(v, level, reach)) > 0) & complete
 
 
-def _brick_slopes(storage: BrickStorage, step: int, spacing: float) -> tuple[float, float]:
-    """:func:`_typical_slopes` on the step-``step`` lattice of at most ``SLOPE_BRICKS`` bricks, every k-th of the
-    allocation (which runs through the whole box): a median needs no more, and a full pass over the bricks of
-    a 1024^3 grid takes half a second."""
+def _brick_slopes(storage: BrickStorage, step: int, evaluate: Evaluator,
+                  surface: tuple[float, float] | None) -> tuple[tuple[float, float] | None, tuple[float, float] | None]:
+    """The slopes that bound the split of step-``step`` cells, and the slopes at the surface (``surface``, or
+    measured now if no coarser lattice crossed the level): :func:`_steeper` of the two, on the lattices of at
+    most ``SLOPE_BRICKS`` bricks, every k-th of the allocation (which runs through the whole box)."""
     every = -(-storage.count // SLOPE_BRICKS)
-    return _typical_slopes(storage.values[:storage.count:every, ::step, ::step, ::step], step * spacing,
-                           storage.level)
+    v = storage.values[:storage.count:every, ::step, ::step, ::step]
+    edges = _crossing_edges(v, storage.level)
+    if surface is None:
+        surface = _surface_slopes(v, storage.bricks[:storage.count:every] * BRICK - 1, step, edges, evaluate,
+                                  storage.level)
+    return _steeper(surface, _lattice_slopes(v, edges, step * evaluate.grid.spacing, storage.level)), surface
 
 
-def _typical_slopes(v: np.ndarray, length: float, level: float) -> tuple[float, float]:
-    """The typical logit change per unit length just inside and just outside the surface: the
-    ``SLOPE_QUANTILE`` of |difference| / ``length`` over lattice edges of ``v (K, a, b, c)`` that end at a sample
-    next to the surface (its other neighbour on that line lies across ``level``) and stay on its side. A side
-    with no such edge takes the other's; where the lattice shows no surface at all, the network has said
-    nothing yet and every cell is split (infinite slope)."""
-    found: tuple[list, list] = ([], [])
+def _steeper(surface: tuple[float, float] | None, lattice: tuple[float, float] | None) -> tuple[float, float] | None:
+    """Per side, the larger of the slope at the surface and the slope across the lattice's edges; None (split
+    everything) while no lattice edge has crossed the level."""
+    if surface is None or lattice is None:
+        return surface
+    return max(surface[0], lattice[0]), max(surface[1], lattice[1])
+
+
+def _crossing_edges(v: np.ndarray, level: float) -> np.ndarray:
+    """The edges of lattices ``v (K, a, b, c)`` whose ends are known, not the pad, and on both sides of
+    ``level``: ``(E, 5) int64`` rows ``(lattice, i, j, k, axis)``, ``(i, j, k)`` being the lower end."""
     real = np.abs(v - level) < PAD_DEPTH / 2                       # known and not the pad (NaN compares False)
     inside = v > level
-    for axis in range(1, 4):
-        n = v.shape[axis]
-        # neighbours p, p + 1 on both sides of the level: the edges to p - 1 and to p + 2 are the slopes there
-        lower, upper = _along(inside, axis, 0, n - 1), _along(inside, axis, 1, n)
-        crossing = (lower != upper) & _along(real, axis, 0, n - 1) & _along(real, axis, 1, n)
-        where = list(np.nonzero(crossing))
-        p = where[axis]
-        for near, far in ((p, p - 1), (p + 1, p + 2)):
-            ok = (far >= 0) & (far < n)
-            index = [w[ok] for w in where]
-            values = []
-            for position in (near[ok], far[ok]):
-                index[axis] = position
-                values.append(v[tuple(index)])
-            side = values[0] > level
-            edge = np.abs(values[1] - values[0])
-            keep = (edge < PAD_DEPTH / 2) & ((values[1] > level) == side)
-            found[0].append(edge[keep & side])
-            found[1].append(edge[keep & ~side])
-    slopes = [float(np.quantile(e, SLOPE_QUANTILE)) / length if len(e) else None
-              for e in (np.concatenate(found[0]), np.concatenate(found[1]))]
-    inside, outside = slopes
-    inside, outside = (inside if inside is not None else outside), (outside if outside is not None else inside)
-    return (math.inf if inside is None else inside), (math.inf if outside is None else outside)
+    found = []
+    for axis in range(3):
+        n = v.shape[axis + 1]
+        crossing = (_along(inside, axis + 1, 0, n - 1) != _along(inside, axis + 1, 1, n)) \
+            & _along(real, axis + 1, 0, n - 1) & _along(real, axis + 1, 1, n)
+        where = np.nonzero(crossing)
+        found.append(np.stack(where + (np.full(len(where[0]), axis),), axis=1))
+    return np.concatenate(found)
+
+
+def _lattice_slopes(v: np.ndarray, edges: np.ndarray, length: float, level: float) -> tuple[float, float] | None:
+    """The slopes across lattices ``v (K, a, b, c)`` just inside and just outside the surface: :func:`_side_slopes`
+    of the edges that continue each crossing edge of ``edges`` beyond either end. On the finer lattices these
+    see how steeply thin walls rise; on coarse ones a field that flattens away from the surface reads low,
+    which :func:`_surface_slopes` makes up for. None without crossing edges."""
+    direction = np.eye(3, dtype=np.int64)[edges[:, 4]]
+    lower, shape = edges[:, 1:4], np.array(v.shape[1:])
+    near, far = [], []
+    for end, beyond in ((lower, lower - direction), (lower + direction, lower + 2 * direction)):
+        ok = np.all((beyond >= 0) & (beyond < shape), axis=1)
+        near.append(v[(edges[ok, 0],) + tuple(end[ok].T)])
+        far.append(v[(edges[ok, 0],) + tuple(beyond[ok].T)])
+    return _side_slopes(np.concatenate(near), np.concatenate(far), length, level)
+
+
+def _surface_slopes(v: np.ndarray, origins: np.ndarray, step: int, edges: np.ndarray, evaluate: Evaluator,
+                    level: float) -> tuple[float, float] | None:
+    """The slopes just inside and just outside the surface at the grid's own scale; None without crossing edges.
+
+    At most ``SLOPE_EDGES`` of the crossing ``edges`` (:func:`_crossing_edges`) of the step-``step`` lattices ``v
+    (K, a, b, c)`` (sample ``[0, 0, 0]`` of lattice ``k`` being grid index ``origins[k]``), spread through them,
+    are bisected down to two neighbouring grid samples on either side of the level, and the sample one further
+    out on each side is evaluated: :func:`_side_slopes` of those grid edges (or, where none stays on its
+    side, of the crossing grid edges). A few thousand network evaluations.
+    """
+    if not len(edges):
+        return None
+    edges = edges[::-(-len(edges) // SLOPE_EDGES)]
+    direction = np.eye(3, dtype=np.int64)[edges[:, 4]]
+    lo = origins[edges[:, 0]] + edges[:, 1:4] * step                  # grid index of each edge's lower end
+    hi = lo + step * direction
+    v_lo = v[(edges[:, 0],) + tuple(edges[:, 1:4].T)]
+    v_hi = v[(edges[:, 0],) + tuple((edges[:, 1:4] + direction).T)]
+    length = step
+    while length > 1:                                               # halve each bracket (step: a power of two)
+        length //= 2
+        middle = lo + length * direction
+        value = evaluate(middle)
+        low_side = (value > level) == (v_lo > level)
+        lo, v_lo = np.where(low_side[:, None], middle, lo), np.where(low_side, value, v_lo)
+        hi, v_hi = np.where(low_side[:, None], hi, middle), np.where(low_side, v_hi, value)
+    near, far = [], []
+    for value, beyond in ((v_lo, lo - direction), (v_hi, hi + direction)):
+        ok = np.all((beyond >= 0) & (beyond < evaluate.grid.shape), axis=1)
+        near.append(value[ok])
+        far.append(evaluate(beyond[ok]))
+    spacing = evaluate.grid.spacing
+    slopes = _side_slopes(np.concatenate(near), np.concatenate(far), spacing, level)
+    across = float(np.quantile(np.abs(v_hi - v_lo), SLOPE_QUANTILE)) / spacing
+    return slopes if slopes is not None else (across, across)
+
+
+def _side_slopes(near: np.ndarray, far: np.ndarray, length: float, level: float) -> tuple[float, float] | None:
+    """The typical logit change per unit length just inside and just outside the surface: the ``SLOPE_QUANTILE``
+    of |far - near| / ``length`` over the pairs of samples ``near, far (E,)`` (``length`` apart) where ``far``
+    is known, not the pad, and on ``near``'s side, split by that side. A side with none takes the other's;
+    None if neither has any."""
+    with np.errstate(invalid="ignore"):
+        keep = (np.abs(far - level) < PAD_DEPTH / 2) & ((far > level) == (near > level))
+    edge, side = np.abs(far - near)[keep] / length, near[keep] > level
+    inside, outside = (float(np.quantile(e, SLOPE_QUANTILE)) if len(e) else None for e in (edge[side], edge[~side]))
+    if inside is None and outside is None:
+        return None
+    return (outside if inside is None else inside), (inside if outside is None else outside)
 
 
 def _along(v: np.ndarray, axis: int, start: int, stop: int) -> np.ndarray:

@@ -2,6 +2,7 @@
 that follows the surface; dense is bounded per batch."""
 
 import tracemalloc
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -13,10 +14,13 @@ from occnet.runtime.errors import InputError, ResourceError
 from occnet.runtime.field import (
     BRICK,
     PAD_DEPTH,
+    Evaluator,
     _brick_slopes,
     _corners_of,
+    _crossing_edges,
+    _lattice_slopes,
     _samples_of,
-    _typical_slopes,
+    _surface_slopes,
     adaptive_field,
     corner_count,
     crossing_cells,
@@ -120,18 +124,19 @@ def test_slopes_measured_on_a_few_bricks_still_find_a_part_between_the_coarse_sa
 def test_slopes_on_every_kth_brick_match_those_on_all(monkeypatch):
     grid = Grid.from_bounds(*BOX, 129)
     storage = adaptive_field(torus, grid, 0.0, 1 << 16).storage
-    every = _brick_slopes(storage, 2, grid.spacing)
+    evaluate = Evaluator(torus, grid, 1 << 16)
+    every = _brick_slopes(storage, 2, evaluate, (0.0, 0.0))[0]     # the lattice's own slopes: steeper than 0
     monkeypatch.setattr(field_module, "SLOPE_BRICKS", storage.count // 8)
     assert storage.count > 8 * 20
-    some = _brick_slopes(storage, 2, grid.spacing)
-    assert some == (pytest.approx(every[0], rel=0.05), pytest.approx(every[1], rel=0.05))
+    some = _brick_slopes(storage, 2, evaluate, (0.0, 0.0))[0]
+    assert some == (pytest.approx(every[0], rel=0.1), pytest.approx(every[1], rel=0.1))   # SAFETY is 2
 
 
 def test_adaptive_evaluates_a_small_fraction_and_stores_no_grid_sized_array():
     grid = Grid.from_bounds(*BOX, 256)
     field = adaptive_field(sphere_logits((0, 0, 0), 0.5), grid, 0.0, 1 << 16)
     assert field.points_evaluated < 0.1 * grid.num_points
-    assert field.nbytes < 0.25 * grid.num_points * 4              # far below one float32 volume
+    assert field.nbytes < 0.3 * grid.num_points * 4   # bricks within 2 x 14 samples of a linear field: not the volume
     assert field.storage.table.size * BRICK**3 >= grid.num_points  # the table alone is grid / 4096 entries
 
 
@@ -214,11 +219,53 @@ def test_slopes_count_only_edges_between_known_samples_off_the_pad():
     # along x: inside samples 3, 2 then outside -1, -4; the pad (far below) and unknowns must not count
     v = np.full((1, 6, 1, 1), np.nan, np.float32)
     v[0, :, 0, 0] = [level_pad := -PAD_DEPTH, 3.0, 2.0, -1.0, -4.0, level_pad]
-    inside, outside = _typical_slopes(v, 0.5, 0.0)
+    assert _crossing_edges(v, 0.0).tolist() == [[0, 2, 0, 0, 0]]
+    inside, outside = _lattice_slopes(v, _crossing_edges(v, 0.0), 0.5, 0.0)
     assert inside == pytest.approx(1.0 / 0.5) and outside == pytest.approx(3.0 / 0.5)
     v[0, 1, 0, 0] = np.nan                      # no inside edge left: the outside slope stands for both
-    assert _typical_slopes(v, 0.5, 0.0) == (pytest.approx(6.0), pytest.approx(6.0))
-    assert _typical_slopes(np.full((1, 4, 1, 1), 1.0, np.float32), 0.5, 0.0) == (np.inf, np.inf)
+    assert _lattice_slopes(v, _crossing_edges(v, 0.0), 0.5, 0.0) == (pytest.approx(6.0), pytest.approx(6.0))
+    flat = np.full((1, 4, 1, 1), 1.0, np.float32)
+    assert _lattice_slopes(flat, _crossing_edges(flat, 0.0), 0.5, 0.0) is None
+
+
+def saturated_sphere(points):
+    """A sphere of radius 0.5 whose logits rise 400 per unit (6.25 per sample at resolution 129) and flatten at
+    +-10 within 1.6 samples of the surface, as a trained network's do away from its surface."""
+    return np.clip(400 * (0.5 - np.linalg.norm(points, axis=1)), -10, 10).astype(np.float32)
+
+
+def test_the_slope_at_the_surface_is_measured_at_the_grids_scale_where_the_field_flattens():
+    grid = Grid.from_bounds(*BOX, 129)
+    lattice_index = np.arange(-1, 129, BRICK)                      # the brick corners, the pad's row included
+    corners = np.stack(np.meshgrid(lattice_index, lattice_index, lattice_index, indexing="ij"), -1)
+    inside_box = np.all((corners >= 0) & (corners < 129), axis=-1)
+    v = np.full(corners.shape[:3], -PAD_DEPTH, np.float32)
+    v[inside_box] = saturated_sphere(grid.to_world(corners[inside_box]))
+    edges = _crossing_edges(v[None], 0.0)
+    assert len(edges) > 20
+    across = _lattice_slopes(v[None], edges, BRICK * grid.spacing, 0.0)
+    evaluate = Evaluator(saturated_sphere, grid, 1 << 16)
+    at_surface = _surface_slopes(v[None], np.full((1, 3), -1), BRICK, edges, evaluate, 0.0)
+    # across a lattice edge the 20-logit rise spreads over 16 samples; at the grid's scale each side's
+    # next edge, one sample away from the surface, rises the full 400 per unit or what is left to the flat
+    assert max(across) < 0.2 * 400
+    assert 0.3 * 400 < at_surface[0] <= 400 * 1.001 and 0.3 * 400 < at_surface[1] <= 400 * 1.001
+    assert evaluate.points_evaluated <= 6 * len(edges)            # 4 halvings and one sample beyond each end
+
+
+def test_a_thin_walled_model_at_a_high_threshold_is_meshed_whole():
+    # models/tube.onnx (wall about one voxel at this resolution) at probability 0.97: the wall's inside is
+    # thinner still; slopes measured only across each level's lattice missed 4.4% of its faces here
+    from occnet.runtime import OccupancyModel
+
+    model = OccupancyModel(Path(__file__).parent.parent / "models" / "tube.onnx", device="cpu", threads=2)
+    settings = dict(resolution=200, threshold=0.97)
+    dense, _ = mesh_field(model.logits, model.info.bounds_min, model.info.bounds_max,
+                          MeshSettings(method="dense", **settings))
+    adaptive, stats = mesh_field(model.logits, model.info.bounds_min, model.info.bounds_max, MeshSettings(**settings))
+    assert len(dense.faces) > 100_000
+    assert mesh_difference(adaptive, dense) == (0, 0)
+    assert stats.points_evaluated < 0.2 * np.prod(stats.grid_shape)
 
 
 def test_is_closed_counts_the_faces_on_every_edge():
