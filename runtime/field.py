@@ -59,7 +59,7 @@ CELLS_AT_ONCE = 65536
 """Cells of side 2 whose samples are weighed at once (bounds the working arrays to a few MiB)."""
 SLOPE_EDGES = 1024
 """The most crossing lattice edges the slope at the surface is measured on (see :func:`_surface_slopes`)."""
-SLOPE_BRICKS = 2048
+SLOPE_BRICKS = 512
 """The most bricks the slopes of a level are measured on (see :func:`_brick_slopes`)."""
 SLOPE_QUANTILE = 0.5
 """Which quantile of the slopes measured across the surface stands for the typical slope."""
@@ -278,10 +278,11 @@ def adaptive_field(fn: LogitFn, grid: Grid, level: float, batch_size: int, progr
     then its halves, quarters, ... down to grid cells — is split (its children's corners evaluated) when its
     corners change sign (the pad included, so caps on the box border count), or when the network's own values
     say the surface could pass through it: a corner's ``|logit - level|`` is within ``SAFETY * slope * cell
-    diagonal / 2``, where ``slope`` is the typical logit change per unit length across the surface (the
-    ``SLOPE_QUANTILE`` of the slopes measured on sign-changing edges of the level above, in at most
-    ``SLOPE_BRICKS`` bricks). Every point of a cell lies within half its diagonal of a corner, so the surface
-    is missed only where the field is more than ``SAFETY`` times steeper than typical: thin walls, rods and
+    diagonal / 2``, where ``slope`` is the typical logit change per unit length next to the surface, inside and
+    outside: the larger of :func:`_surface_slopes` (at the grid's own scale, measured once) and
+    :func:`_lattice_slopes` (across the level's lattice, in at most ``SLOPE_BRICKS`` bricks). Every point of a
+    cell lies within half its diagonal of a corner, so the surface is missed only where the field is more
+    than ``SAFETY`` times steeper than that: thin walls, rods and
     small parts between coarse samples are found because logits shrink towards any surface. Finally the
     surface is followed: every grid cell with a sign change among its known corners gets its other corners
     evaluated, across brick faces too, until nothing new appears, so each connected piece of the surface,
@@ -385,16 +386,18 @@ def _near_cells(v: np.ndarray, level: float, reach: tuple[float, float], complet
 
 def _brick_slopes(storage: BrickStorage, step: int, evaluate: Evaluator,
                   surface: tuple[float, float] | None) -> tuple[tuple[float, float] | None, tuple[float, float] | None]:
-    """The slopes that bound the split of step-``step`` cells, and the slopes at the surface (``surface``, or
-    measured now if no coarser lattice crossed the level): :func:`_steeper` of the two, on the lattices of at
-    most ``SLOPE_BRICKS`` bricks, every k-th of the allocation (which runs through the whole box)."""
-    every = -(-storage.count // SLOPE_BRICKS)
-    v = storage.values[:storage.count:every, ::step, ::step, ::step]
-    edges = _crossing_edges(v, storage.level)
+    """The slopes that bound the split of step-``step`` cells — :func:`_steeper` of the slopes at the surface
+    and those across the lattices of at most ``SLOPE_BRICKS`` bricks, every k-th of the allocation (which runs
+    through the whole box) — and the slopes at the surface: ``surface``, or measured now on all bricks if no
+    coarser lattice crossed the level (the one crossing may be in any brick)."""
+    count, level = storage.count, storage.level
     if surface is None:
-        surface = _surface_slopes(v, storage.bricks[:storage.count:every] * BRICK - 1, step, edges, evaluate,
-                                  storage.level)
-    return _steeper(surface, _lattice_slopes(v, edges, step * evaluate.grid.spacing, storage.level)), surface
+        v = storage.values[:count, ::step, ::step, ::step]
+        surface = _surface_slopes(v, storage.bricks[:count] * BRICK - 1, step, _crossing_edges(v, level), evaluate,
+                                  level)
+    v = storage.values[:count:-(-count // SLOPE_BRICKS), ::step, ::step, ::step]
+    lattice = _lattice_slopes(v, _crossing_edges(v, level), step * evaluate.grid.spacing, level)
+    return _steeper(surface, lattice), surface
 
 
 def _steeper(surface: tuple[float, float] | None, lattice: tuple[float, float] | None) -> tuple[float, float] | None:

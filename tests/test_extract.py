@@ -113,12 +113,22 @@ def test_features_between_the_coarse_samples_are_never_dropped(fn):
 
 
 def test_slopes_measured_on_a_few_bricks_still_find_a_part_between_the_coarse_samples(monkeypatch):
-    # large grids measure the typical slope on SLOPE_BRICKS of their bricks (2048 of 16k at 1024^3); with
+    # large grids measure the lattice slopes on SLOPE_BRICKS of their bricks (512 of 16k at 1024^3); with
     # every brick the adaptive mesh is the dense one (test_features_between_the_coarse_samples_are_never_dropped)
     every, _ = mesh_field(big_and_small, *BOX, MeshSettings(resolution=129))
     monkeypatch.setattr(field_module, "SLOPE_BRICKS", 4)
     few, _ = mesh_field(big_and_small, *BOX, MeshSettings(resolution=129))
     assert len(few.split(only_watertight=False)) == 2 and mesh_difference(few, every) == (0, 0)
+
+
+def test_a_lone_surface_between_the_coarse_samples_is_looked_for_in_every_brick(monkeypatch):
+    # with no surface on the brick lattice every brick is split, and the first lattice that crosses the level
+    # may do so in one brick only: the slope at the surface is looked for in all of them, not every k-th
+    monkeypatch.setattr(field_module, "SLOPE_BRICKS", 4)
+    dense, dense_stats = mesh_field(hidden_speck, *BOX, MeshSettings(resolution=129, method="dense"))
+    adaptive, stats = mesh_field(hidden_speck, *BOX, MeshSettings(resolution=129))
+    assert mesh_difference(adaptive, dense) == (0, 0)
+    assert stats.points_evaluated < 0.5 * dense_stats.points_evaluated
 
 
 def test_slopes_on_every_kth_brick_match_those_on_all(monkeypatch):
