@@ -21,10 +21,11 @@ BASE_BYTES = 300 * 2**20
 """Libraries and onnxruntime's session, before any field (peak RSS of a tiny extraction)."""
 DENSE_BYTES_PER_POINT = 9.0
 """Dense: the float32 volume and the border-padded copy marching cubes may need (measured peak RSS)."""
-ADAPTIVE_BYTES_PER_AREA = 1000.0
+ADAPTIVE_BYTES_PER_AREA = 1500.0
 """Adaptive: bytes per squared sample of the longest side, for the bricks along the surface, their
-working copies and the mesh: about 4x the demo's measured peak at 512^3 (523 MB RSS), so that busier
-surfaces still fit; the bricks' allocator stops the run with a ResourceError where they would not."""
+working copies and the mesh: above the measured peaks of the demo and the thin-walled tube (1.5 GB at
+1024^3, 4.3 GB for the demo at 2048^3; the estimate says 1.9 and 6.6 GB), so that busier surfaces still
+fit; the bricks' allocator stops the run with a ResourceError where they would not."""
 
 
 @dataclass(frozen=True)
