@@ -53,8 +53,6 @@ CORNERS_FLAT = 2 * CORNERS @ np.array([SIZE * SIZE, SIZE, 1])
 FARTHEST = float(OFFSET_DISTANCES.max())
 """The farthest any of ``OFFSETS`` lies from a corner: a corner whose logit allows less reach than this allows
 none of them."""
-EVERY_CORNER = np.ones(8, bool).view(np.uint64)[0]
-"""Eight True bytes read as one machine word."""
 CELLS_AT_ONCE = 65536
 """Cells of side 2 whose samples are weighed at once (bounds the working arrays to a few MiB)."""
 SLOPE_EDGES = 1024
@@ -541,12 +539,14 @@ def _evaluate_grid_samples(storage: BrickStorage, evaluate: Evaluator, slopes: t
     for start in range(0, len(found), CELLS_AT_ONCE):
         row, i, j, k = np.unravel_index(found[start:start + CELLS_AT_ONCE], near.shape)
         base = row * SIZE**3 + 2 * ((i * SIZE + j) * SIZE + k)             # flat index of each cell's lowest corner
-        corner = flat_values[base[:, None] + CORNERS_FLAT]                   # (M, 8)
+        corner = flat_values[CORNERS_FLAT[:, None] + base]              # (8, M): long rows for numpy's loops
         reach = np.abs(corner - level) / np.where(corner > level, allowance[0], allowance[1])   # in samples
-        some = reach.max(axis=1) <= FARTHEST                 # cells where every corner allows some sample
-        base, reach = base[some], reach[some]
-        allowed = reach[:, None, :] <= OFFSET_DISTANCES                # (M, 19, 8): each corner's say
-        cell, offset = np.nonzero(allowed.view(np.uint64)[..., 0] == EVERY_CORNER)   # 8 bools read as one word
+        some = reach.max(axis=0) <= FARTHEST                 # cells where every corner allows some sample
+        base, reach = base[some], reach[:, some]
+        allowed = np.ones((len(OFFSETS), len(base)), bool)             # (19, M): every corner's say, one at a time
+        for c in range(8):
+            allowed &= reach[c] <= OFFSET_DISTANCES[:, c, None]
+        offset, cell = np.nonzero(allowed)
         flat_need[base[cell] + OFFSETS_FLAT[offset]] = True
     need &= np.isnan(values)
     _evaluate_where(storage, evaluate, np.arange(count), need, 1)
