@@ -46,26 +46,26 @@ def surface_arrays(field: Field, level: float) -> tuple[np.ndarray, np.ndarray]:
     # Caps closing a surface cut by the box lie between the last sample and the pad: put them on the box.
     n = np.array(field.grid.shape)
     np.clip(verts, 0, (n - 1).astype(np.float32), out=verts)
-    faces = _weld(verts, faces, n)
-    verts, faces = _compact(verts, faces)
+    verts, faces = _weld(verts, faces, n)
     return field.grid.to_world(verts), faces
 
 
-def _weld(verts: np.ndarray, faces: np.ndarray, n: np.ndarray) -> np.ndarray:
-    """``faces (F, 3) int32`` with the copies of each vertex made one and the faces that collapse dropped.
+def _weld(verts: np.ndarray, faces: np.ndarray, n: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``verts (V, 3) float32`` (grid coordinates) and ``faces (F, 3) int32`` with the copies of each vertex made
+    one, renumbered, and the faces that collapse dropped.
 
-    Every vertex ``verts (V, 3) float32`` (grid coordinates) lies on a grid edge, so it is named by the edge:
-    its lower sample and the axis along which its coordinate is fractional (3: on the sample itself). The
-    copies two bricks made of a seam vertex (bitwise equal: see ``stacked_blocks``), cap vertices on the box
-    face and vertices of a sample at the level share a name. Only vertices on a brick's face or the box's, or
-    on a sample, can have a copy: the others keep their own. A function of its own, so that its working
-    arrays are freed before the mesh is built.
+    Every vertex lies on a grid edge, so it is named by the edge: its lower sample and the axis along which
+    its coordinate is fractional (3: on the sample itself). The copies two bricks made of a seam vertex
+    (bitwise equal: see ``stacked_blocks``), cap vertices on the box face and vertices of a sample at the level
+    share a name. Only vertices on a brick's face or the box's, or on a sample, can have a copy: the others
+    keep their own. Per-vertex tests run column by column (numpy runs rows of three slowly). A function of
+    its own, so that its working arrays are freed before the mesh is built.
     """
     lower = np.floor(verts)
     whole = verts == lower
     lower = lower.astype(np.int32)
     plane = whole & ((((lower + 1) & (BRICK - 1)) == 0) | (lower == 0) | (lower == n - 1))   # BRICK: a power of 2
-    maybe = np.flatnonzero(plane.any(axis=1) | whole.all(axis=1))
+    maybe = np.flatnonzero(plane[:, 0] | plane[:, 1] | plane[:, 2] | (whole[:, 0] & whole[:, 1] & whole[:, 2]))
     fractional = ~whole[maybe]
     axis = np.where(fractional.any(axis=1), np.argmax(fractional, axis=1), 3)
     corner = lower[maybe].astype(np.int64)
@@ -73,9 +73,16 @@ def _weld(verts: np.ndarray, faces: np.ndarray, n: np.ndarray) -> np.ndarray:
     _, first, inverse = np.unique(key, return_index=True, return_inverse=True)
     target = np.arange(len(verts), dtype=np.int32)
     target[maybe] = maybe[first[inverse.reshape(-1)]]
-    faces = target[faces]
-    return np.compress((faces[:, 0] != faces[:, 1]) & (faces[:, 1] != faces[:, 2]) & (faces[:, 0] != faces[:, 2]),
-                       faces, axis=0)
+    kept = target == np.arange(len(verts), dtype=np.int32)          # the first copy of each name, and the rest
+    faces = (np.cumsum(kept, dtype=np.int32) - np.int32(1))[target][faces]
+    whole_faces = (faces[:, 0] != faces[:, 1]) & (faces[:, 1] != faces[:, 2]) & (faces[:, 0] != faces[:, 2])
+    verts = verts[kept]
+    if whole_faces.all():
+        return verts, faces
+    faces = np.compress(whole_faces, faces, axis=0)
+    if np.bincount(faces.reshape(-1), minlength=len(verts)).all():   # each vertex still in a face: the usual
+        return verts, faces
+    return _compact(verts, faces)
 
 
 def is_closed(faces: np.ndarray) -> bool:

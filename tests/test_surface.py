@@ -7,7 +7,7 @@ from occnet.runtime.errors import EmptySurfaceError, InputError, OutputError
 from occnet.runtime.mesher import MeshSettings, mesh_field
 from occnet.runtime.meshio import MESH_FORMATS, write_mesh
 from occnet.runtime.settings import probability_to_logit
-from occnet.runtime.surface import filter_components
+from occnet.runtime.surface import _weld, filter_components
 
 BOX = ((-1, -1, -1), (1, 1, 1))
 
@@ -161,3 +161,22 @@ def test_unknown_suffix_and_missing_folder(tmp_path):
     with pytest.raises(OutputError, match="does not exist"):
         write_mesh(mesh, tmp_path / "missing" / "m.ply")
     assert list(tmp_path.iterdir()) == []
+
+
+N = np.array([40, 40, 40])
+A = [15.0, 3.5, 4.0]                          # on the brick plane x = 15 (16 cells in), fractional along y
+B, C, D, E = [20.5, 7.0, 7.0], [21.0, 7.5, 7.0], [21.0, 7.0, 7.5], [22.5, 9.0, 9.0]
+
+
+def test_weld_makes_seam_copies_one_and_renumbers():
+    # two bricks computed A on their shared face: one vertex, faces renumbered, nothing left unused
+    verts = np.array([A, B, C, A, D], np.float32)
+    verts_out, faces = _weld(verts, np.array([[0, 1, 2], [3, 2, 4]], np.int32), N)
+    assert verts_out.tolist() == [A, B, C, D]
+    assert faces.tolist() == [[0, 1, 2], [0, 2, 3]] and faces.dtype == np.int32
+
+
+def test_weld_drops_collapsed_faces_and_the_vertices_only_they_used():
+    verts = np.array([A, A, E, B, C, D], np.float32)
+    verts_out, faces = _weld(verts, np.array([[0, 1, 2], [3, 4, 5]], np.int32), N)
+    assert verts_out.tolist() == [B, C, D] and faces.tolist() == [[0, 1, 2]]
