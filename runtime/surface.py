@@ -16,6 +16,9 @@ from skimage import measure
 from occnet.runtime.errors import EmptySurfaceError, InputError
 from occnet.runtime.field import BRICK, Block, Field
 
+CHUNK = 1 << 20
+"""Face indices marked at once when checking for unused vertices (bounds the int64 copy numpy makes)."""
+
 
 def extract_mesh(field: Field, level: float) -> trimesh.Trimesh:
     """The ``level`` iso-surface of ``field`` (inside: value > level) as a watertight mesh (see
@@ -52,14 +55,33 @@ def surface_arrays(field: Field, level: float) -> tuple[np.ndarray, np.ndarray]:
 
 def _weld(verts: np.ndarray, faces: np.ndarray, n: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """``verts (V, 3) float32`` (grid coordinates) and ``faces (F, 3) int32`` with the copies of each vertex made
-    one, renumbered, and the faces that collapse dropped.
+    one (:func:`_first_copies`), renumbered, and the faces that collapse dropped."""
+    target = _first_copies(verts, n)
+    kept = target == np.arange(len(verts), dtype=np.int32)          # the first copy of each name, and the rest
+    faces = (np.cumsum(kept, dtype=np.int32) - np.int32(1))[target][faces]
+    del target
+    whole = (faces[:, 0] != faces[:, 1]) & (faces[:, 1] != faces[:, 2]) & (faces[:, 0] != faces[:, 2])
+    verts = verts[kept]
+    if whole.all():
+        return verts, faces
+    faces = np.compress(whole, faces, axis=0)
+    used = np.zeros(len(verts), bool)
+    flat = faces.reshape(-1)
+    for start in range(0, len(flat), CHUNK):             # in chunks: an index array is copied to int64
+        used[flat[start:start + CHUNK]] = True
+    return (verts, faces) if used.all() else _compact(verts, faces)   # a collapsed face's lone vertex
+
+
+def _first_copies(verts: np.ndarray, n: np.ndarray) -> np.ndarray:
+    """For each vertex of ``verts (V, 3) float32`` (grid coordinates), the index of the first vertex with its
+    name: ``(V,) int32``.
 
     Every vertex lies on a grid edge, so it is named by the edge: its lower sample and the axis along which
     its coordinate is fractional (3: on the sample itself). The copies two bricks made of a seam vertex
     (bitwise equal: see ``stacked_blocks``), cap vertices on the box face and vertices of a sample at the level
     share a name. Only vertices on a brick's face or the box's, or on a sample, can have a copy: the others
-    keep their own. Per-vertex tests run column by column (numpy runs rows of three slowly). A function of
-    its own, so that its working arrays are freed before the mesh is built.
+    keep their own. Tests run column by column (numpy runs rows of three slowly); a function of its own, so
+    that its working arrays are freed before the faces are renumbered.
     """
     lower = np.floor(verts)
     whole = verts == lower
@@ -73,16 +95,7 @@ def _weld(verts: np.ndarray, faces: np.ndarray, n: np.ndarray) -> tuple[np.ndarr
     _, first, inverse = np.unique(key, return_index=True, return_inverse=True)
     target = np.arange(len(verts), dtype=np.int32)
     target[maybe] = maybe[first[inverse.reshape(-1)]]
-    kept = target == np.arange(len(verts), dtype=np.int32)          # the first copy of each name, and the rest
-    faces = (np.cumsum(kept, dtype=np.int32) - np.int32(1))[target][faces]
-    whole_faces = (faces[:, 0] != faces[:, 1]) & (faces[:, 1] != faces[:, 2]) & (faces[:, 0] != faces[:, 2])
-    verts = verts[kept]
-    if whole_faces.all():
-        return verts, faces
-    faces = np.compress(whole_faces, faces, axis=0)
-    if np.bincount(faces.reshape(-1), minlength=len(verts)).all():   # each vertex still in a face: the usual
-        return verts, faces
-    return _compact(verts, faces)
+    return target
 
 
 def is_closed(faces: np.ndarray) -> bool:
