@@ -312,16 +312,14 @@ def adaptive_field(fn: LogitFn, grid: Grid, level: float, batch_size: int, progr
         step //= 2
         _evaluate_children(storage, evaluate, reach, step)
     slopes, surface = _brick_slopes(storage, 2, evaluate, surface)
-    _evaluate_grid_samples(storage, evaluate, slopes or (math.inf, math.inf), spacing)
+    _evaluate_grid_samples(storage, evaluate, slopes, spacing)
     _follow_surface(storage, evaluate)
     return Field(grid, storage, evaluate.points_evaluated, evaluate.lowest, evaluate.highest)
 
 
-def _reach(slopes: tuple[float, float] | None, step: int, spacing: float) -> tuple[float, float]:
+def _reach(slopes: tuple[float, float], step: int, spacing: float) -> tuple[float, float]:
     """How far (in logits) from ``level`` an inside and an outside corner of a ``step``-sided cell may be with
-    the surface passing through the cell; anywhere where the slopes are not known yet (None)."""
-    if slopes is None:
-        return math.inf, math.inf
+    the surface passing through the cell."""
     half_diagonal = step * spacing * math.sqrt(3) / 2
     return SAFETY * slopes[0] * half_diagonal, SAFETY * slopes[1] * half_diagonal
 
@@ -383,7 +381,7 @@ def _near_cells(v: np.ndarray, level: float, reach: tuple[float, float], complet
 
 
 def _brick_slopes(storage: BrickStorage, step: int, evaluate: Evaluator,
-                  surface: tuple[float, float] | None) -> tuple[tuple[float, float] | None, tuple[float, float] | None]:
+                  surface: tuple[float, float] | None) -> tuple[tuple[float, float], tuple[float, float] | None]:
     """The slopes that bound the split of step-``step`` cells — :func:`_steeper` of the slopes at the surface
     and those across the lattices of at most ``SLOPE_BRICKS`` bricks, every k-th of the allocation (which runs
     through the whole box) — and the slopes at the surface: ``surface``, or measured now on all bricks if no
@@ -398,10 +396,12 @@ def _brick_slopes(storage: BrickStorage, step: int, evaluate: Evaluator,
     return _steeper(surface, lattice), surface
 
 
-def _steeper(surface: tuple[float, float] | None, lattice: tuple[float, float] | None) -> tuple[float, float] | None:
-    """Per side, the larger of the slope at the surface and the slope across the lattice's edges; None (split
-    everything) while no lattice edge has crossed the level."""
-    if surface is None or lattice is None:
+def _steeper(surface: tuple[float, float] | None, lattice: tuple[float, float] | None) -> tuple[float, float]:
+    """Per side, the larger of the slope at the surface and the slope across the lattice's edges; infinite (the
+    network has said nothing yet: split everything) while no lattice edge has crossed the level."""
+    if surface is None:
+        return math.inf, math.inf
+    if lattice is None:
         return surface
     return max(surface[0], lattice[0]), max(surface[1], lattice[1])
 

@@ -17,7 +17,7 @@ from occnet.runtime.errors import EmptySurfaceError, InputError
 from occnet.runtime.field import BRICK, Block, Field
 
 CHUNK = 1 << 20
-"""Face indices marked at once when checking for unused vertices (bounds the int64 copy numpy makes)."""
+"""Face indices marked at once when looking for unused vertices (bounds the int64 copy numpy makes)."""
 
 
 def extract_mesh(field: Field, level: float) -> trimesh.Trimesh:
@@ -61,15 +61,9 @@ def _weld(verts: np.ndarray, faces: np.ndarray, n: np.ndarray) -> tuple[np.ndarr
     faces = (np.cumsum(kept, dtype=np.int32) - np.int32(1))[target][faces]
     del target
     whole = (faces[:, 0] != faces[:, 1]) & (faces[:, 1] != faces[:, 2]) & (faces[:, 0] != faces[:, 2])
-    verts = verts[kept]
     if whole.all():
-        return verts, faces
-    faces = np.compress(whole, faces, axis=0)
-    used = np.zeros(len(verts), bool)
-    flat = faces.reshape(-1)
-    for start in range(0, len(flat), CHUNK):             # in chunks: an index array is copied to int64
-        used[flat[start:start + CHUNK]] = True
-    return (verts, faces) if used.all() else _compact(verts, faces)   # a collapsed face's lone vertex
+        return verts[kept], faces
+    return _compact(verts[kept], np.compress(whole, faces, axis=0))     # a collapsed face's lone vertex
 
 
 def _first_copies(verts: np.ndarray, n: np.ndarray) -> np.ndarray:
@@ -179,8 +173,13 @@ def _indices(faces: np.ndarray) -> np.ndarray:
 
 
 def _compact(verts: np.ndarray, faces: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """``verts`` without the ones no face uses, and ``faces (F, 3) int32`` renumbered to match."""
+    """``verts`` without the ones no face uses, and ``faces (F, 3) int32`` renumbered to match (both as given
+    where every vertex is used)."""
     used = np.zeros(len(verts), bool)
-    used[faces] = True
+    flat = faces.reshape(-1)
+    for start in range(0, len(flat), CHUNK):             # in chunks: an index array is copied to int64
+        used[flat[start:start + CHUNK]] = True
+    if used.all():
+        return verts, faces
     number = np.cumsum(used, dtype=np.int32) - np.int32(1)            # new index of each vertex kept
     return verts[used], number[faces]

@@ -2,12 +2,11 @@
 that follows the surface; dense is bounded per batch."""
 
 import tracemalloc
-from pathlib import Path
 
 import numpy as np
 import pytest
 import trimesh
-from conftest import mesh_difference, sphere_logits
+from conftest import ROOT, mesh_difference, sphere_logits
 
 from occnet.runtime import field as field_module
 from occnet.runtime.errors import InputError, ResourceError
@@ -268,7 +267,7 @@ def test_a_thin_walled_model_at_a_high_threshold_is_meshed_whole():
     # thinner still; slopes measured only across each level's lattice missed 4.4% of its faces here
     from occnet.runtime import OccupancyModel
 
-    model = OccupancyModel(Path(__file__).parent.parent / "models" / "tube.onnx", device="cpu", threads=2)
+    model = OccupancyModel(ROOT / "models" / "tube.onnx", device="cpu", threads=2)
     settings = dict(resolution=200, threshold=0.97)
     dense, _ = mesh_field(model.logits, model.info.bounds_min, model.info.bounds_max,
                           MeshSettings(method="dense", **settings))
