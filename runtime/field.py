@@ -518,7 +518,7 @@ def _evaluate_children(storage: BrickStorage, evaluate: Evaluator, reach: tuple[
         children[:, :, dx, :, dy, :, dz] = change | (near[:, dx:dx + m, dy:dy + m, dz:dz + m] & complete)
     need = _corners_of(children.reshape(count, 2 * m, 2 * m, 2 * m))
     values = storage.values[:count, ::step, ::step, ::step]
-    _evaluate_where(storage, evaluate, np.arange(count), need & np.isnan(values), step)
+    _evaluate_once(storage, evaluate, need & np.isnan(values), step)
 
 
 def _evaluate_grid_samples(storage: BrickStorage, evaluate: Evaluator, slopes: tuple[float, float],
@@ -549,7 +549,7 @@ def _evaluate_grid_samples(storage: BrickStorage, evaluate: Evaluator, slopes: t
         offset, cell = np.nonzero(allowed)
         flat_need[base[cell] + OFFSETS_FLAT[offset]] = True
     need &= np.isnan(values)
-    _evaluate_where(storage, evaluate, np.arange(count), need, 1)
+    _evaluate_once(storage, evaluate, need, 1)
 
 
 def _samples_of(cells: np.ndarray) -> np.ndarray:
@@ -566,6 +566,48 @@ def _samples_of(cells: np.ndarray) -> np.ndarray:
         _along(out, axis, 2, 2 * m + 1)[(slice(None),) * axis + (slice(None, None, 2),)] |= cells
         cells = out
     return cells
+
+
+def _evaluate_once(storage: BrickStorage, evaluate: Evaluator, mask: np.ndarray, step: int) -> None:
+    """Evaluate the samples ``mask (count, a, b, c)`` marks on the step-``step`` lattices of all bricks, each grid
+    sample once although neighbouring bricks both hold the samples of their common face: a marked sample on a
+    face shared with an allocated brick below is handed to that brick (along x, then y, then z, so that a
+    sample shared by up to eight bricks ends in one), evaluated there, and its value carried back the same way."""
+    below = _bricks_below(storage)
+    lattice = storage.values[:storage.count, ::step, ::step, ::step]       # a view: writes reach the storage
+    top = mask.shape[1] - 1
+    handed = []
+    for axis in range(3):
+        upper = np.flatnonzero(below[axis] >= 0)
+        asked = mask[(upper,) + _face(axis, 0)]
+        some = asked.any(axis=(1, 2))
+        upper, asked = upper[some], asked[some]
+        lower = below[axis, upper]
+        mask[(upper,) + _face(axis, 0)] = False
+        mask[(lower,) + _face(axis, top)] |= asked & np.isnan(lattice[(lower,) + _face(axis, top)])
+        handed.append((upper, lower, asked))
+    _evaluate_where(storage, evaluate, np.arange(storage.count), mask, step)
+    for axis in (2, 1, 0):                                          # back along the way the samples were handed
+        upper, lower, asked = handed[axis]
+        theirs = lattice[(upper,) + _face(axis, 0)]
+        theirs[asked] = lattice[(lower,) + _face(axis, top)][asked]
+        lattice[(upper,) + _face(axis, 0)] = theirs
+
+
+def _bricks_below(storage: BrickStorage) -> np.ndarray:
+    """``(3, count) int64``: per axis, the row of the allocated brick just below each brick, -1 where there is none."""
+    bricks = storage.bricks[:storage.count]
+    below = np.full((3, storage.count), -1, np.int64)
+    for axis in range(3):
+        has = np.flatnonzero(bricks[:, axis] > 0)
+        neighbour = bricks[has] - np.eye(3, dtype=np.int64)[axis]
+        below[axis, has] = storage.table[neighbour[:, 0], neighbour[:, 1], neighbour[:, 2]]
+    return below
+
+
+def _face(axis: int, index: int) -> tuple:
+    """The index of one face of bricks' samples, ``index`` along ``axis``, all along the other two axes."""
+    return tuple(index if a == axis else slice(None) for a in range(3))
 
 
 def _evaluate_where(storage: BrickStorage, evaluate: Evaluator, rows: np.ndarray, mask: np.ndarray,
