@@ -1,6 +1,7 @@
 """Grid evaluation: the adaptive method gives the dense mesh, thin and hidden features included, in memory
 that follows the surface; dense is bounded per batch."""
 
+import itertools
 import tracemalloc
 
 import numpy as np
@@ -12,9 +13,11 @@ from occnet.runtime import field as field_module
 from occnet.runtime.errors import InputError, ResourceError
 from occnet.runtime.field import (
     BRICK,
+    CORNERS,
     PAD_DEPTH,
     Evaluator,
     _brick_slopes,
+    _corner_reach,
     _corners_of,
     _crossing_edges,
     _lattice_slopes,
@@ -138,7 +141,8 @@ def test_slopes_on_every_kth_brick_match_those_on_all(monkeypatch):
     monkeypatch.setattr(field_module, "SLOPE_BRICKS", storage.count // 8)
     assert storage.count > 8 * 20
     some = _brick_slopes(storage, 2, evaluate, (0.0, 0.0))[0]
-    assert some == (pytest.approx(every[0], rel=0.1), pytest.approx(every[1], rel=0.1))   # SAFETY is 2
+    for side in (0, 1):              # lower narrows the band (within SAFETY = 2); higher only costs evaluations
+        assert 0.9 * every[side] <= some[side] <= 1.2 * every[side]
 
 
 def test_adaptive_evaluates_a_small_fraction_and_stores_no_grid_sized_array():
@@ -237,6 +241,23 @@ def test_cell_helpers_match_a_corner_by_corner_reading():
     assert np.array_equal(_samples_of(cells), samples)
 
 
+def test_corner_reach_is_the_larger_of_the_surfaces_and_the_cells_own_steepest_edge():
+    rng = np.random.default_rng(4)
+    corners = rng.normal(size=(8, 50)).astype(np.float32)
+    corners[:, 40:] = 0.2 + 0.05 * corners[:, 40:]               # flat cells: the surface's slope wins
+    corners[0, :10] = 0.2 - PAD_DEPTH                            # a pad corner: its three edges say nothing
+    steepest = np.zeros(50, np.float32)
+    for a, b in itertools.combinations(range(8), 2):
+        if np.abs(CORNERS[a] - CORNERS[b]).sum() == 1:          # the 12 edges, read one by one
+            off_pad = (np.abs(corners[a] - 0.2) < PAD_DEPTH / 2) & (np.abs(corners[b] - 0.2) < PAD_DEPTH / 2)
+            steepest = np.maximum(steepest, np.where(off_pad, np.abs(corners[a] - corners[b]), 0))
+    local = field_module.SAFETY * np.sqrt(3) / 2 * steepest
+    expected = np.where(corners > 0.2, np.maximum(0.5, local), np.maximum(2.0, local))
+    reach = _corner_reach(corners, 0.2, (0.5, 2.0))
+    assert reach.shape == (8, 50) and np.allclose(reach, expected)
+    assert (local > 2.0).any() and (local < 0.5).any() and local.max() < 100      # the pad's edges left out
+
+
 def brute_count(marks):
     return sum(marks[:, dx:dx + marks.shape[1] - 1, dy:dy + marks.shape[2] - 1, dz:dz + marks.shape[3] - 1]
                for dx in (0, 1) for dy in (0, 1) for dz in (0, 1)).astype(np.uint8)
@@ -280,19 +301,22 @@ def test_the_slope_at_the_surface_is_measured_at_the_grids_scale_where_the_field
     assert evaluate.points_evaluated <= 6 * len(edges)            # 4 halvings and one sample beyond each end
 
 
-def test_a_thin_walled_model_at_a_high_threshold_is_meshed_whole():
-    # models/tube.onnx (wall about one voxel at this resolution) at probability 0.97: the wall's inside is
-    # thinner still; slopes measured only across each level's lattice missed 4.4% of its faces here
+@pytest.mark.parametrize("resolution, threshold", [(200, 0.97), (129, 0.97), (100, 0.5)])
+def test_a_thin_walled_model_is_meshed_whole(resolution, threshold):
+    # models/tube.onnx, wall about 0.8, 0.5 and 0.4 voxel thick at these resolutions, at probability 0.97 the
+    # wall's inside thinner still. Slopes measured only across each level's lattice missed 4.4 % of the faces
+    # at 200; the slopes at the surface alone, without each cell's own (_cell_reach), 14 % at 129 and 1.6 %
+    # at 100: the wall's flanks are steeper than the surface's typical slope
     from occnet.runtime import OccupancyModel
 
     model = OccupancyModel(ROOT / "models" / "tube.onnx", device="cpu", threads=2)
-    settings = dict(resolution=200, threshold=0.97)
+    settings = dict(resolution=resolution, threshold=threshold)
     dense, _ = mesh_field(model.logits, model.info.bounds_min, model.info.bounds_max,
                           MeshSettings(method="dense", **settings))
     adaptive, stats = mesh_field(model.logits, model.info.bounds_min, model.info.bounds_max, MeshSettings(**settings))
-    assert len(dense.faces) > 100_000
+    assert len(dense.faces) > 20_000
     assert mesh_difference(adaptive, dense) == (0, 0)
-    assert stats.points_evaluated < 0.2 * np.prod(stats.grid_shape)
+    assert stats.points_evaluated < 0.3 * np.prod(stats.grid_shape)
 
 
 def test_is_closed_counts_the_faces_on_every_edge():
