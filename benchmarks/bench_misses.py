@@ -4,8 +4,10 @@ go from a fifth of a grid step (37) to about one step (200) and more (256). For 
 count, the faces of dense's mesh adaptive lacks and the faces it has that dense lacks (vertices matched within
 1e-5, as the tests compare), and the points each evaluated.
 
-    python benchmarks/bench_misses.py [--models tube demo] [--resolutions 37 100 129 200 256]
+    python benchmarks/bench_misses.py [--models tube demo PATH.onnx ...] [--resolutions 37 100 129 200 256]
         [--thresholds 0.05 0.5 0.8 0.97]
+
+A model is a name in models/ or the path of any occnet .onnx file.
 """
 
 from __future__ import annotations
@@ -33,7 +35,9 @@ def main() -> None:
     print("| model | resolution | threshold | dense faces | missing | extra | adaptive points | dense points |")
     print("|---|---|---|---|---|---|---|---|")
     for name in args.models:
-        model = OccupancyModel(ROOT / "models" / f"{name}.onnx", device="cpu", threads=args.threads)
+        path = Path(name) if name.endswith(".onnx") else ROOT / "models" / f"{name}.onnx"
+        model = OccupancyModel(path, device="cpu", threads=args.threads)
+        name = path.stem
         for resolution in args.resolutions:
             for threshold in args.thresholds:
                 settings = MeshSettings(resolution=resolution, threshold=threshold)

@@ -59,6 +59,9 @@ CELLS_AT_ONCE = 65536
 """Cells of side 2 whose samples are weighed at once (bounds the working arrays to a few MiB)."""
 SLOPE_EDGES = 1024
 """The most crossing lattice edges the slope at the surface is measured on (see :func:`_surface_slopes`)."""
+SAMPLE_EDGES = 1024
+"""The fewest crossing edges a sample of bricks must hold for the slopes across a lattice (see
+:func:`_brick_slopes`)."""
 SLOPE_BRICKS = 512
 """The most bricks the slopes of a level are measured on (see :func:`_brick_slopes`)."""
 SLOPE_QUANTILE = 0.5
@@ -305,7 +308,7 @@ def adaptive_field(fn: LogitFn, grid: Grid, level: float, batch_size: int, progr
     edges = _crossing_edges(lattice[None], level)
     surface = _surface_slopes(lattice[None], np.full((1, 3), -1), BRICK, edges, evaluate, level)
     slopes = _steeper(surface, _lattice_slopes(lattice[None], edges, BRICK * spacing, level))
-    keep = _may_hold_surface(lattice[None], level, _reach(slopes, BRICK, spacing))[0]
+    keep = _may_hold_surface(lattice, level, _reach(slopes, BRICK, spacing))
     rows = storage.rows(np.argwhere(keep))
     storage.values[rows, ::BRICK, ::BRICK, ::BRICK] = _brick_corners(lattice, storage.bricks[rows])
     step = BRICK
@@ -364,15 +367,19 @@ def _corners_of(cells: np.ndarray) -> np.ndarray:
     return cells
 
 
-def _may_hold_surface(v: np.ndarray, level: float, reach: tuple[float, float]) -> np.ndarray:
-    """Cells of lattices ``v (K, a, b, c)`` that change sign or have an inside corner within ``reach[0]`` or an
-    outside one within ``reach[1]`` of ``level`` (the slopes at the surface only: a brick's edges span ``BRICK``
-    samples and say little of the field between them; with :func:`_corner_reach` the thin-walled tube at 513^3
-    allocated 17 % more bricks and found nothing more); a cell with an unknown corner is not counted."""
-    change, complete = crossing_cells(v, level)
-    with np.errstate(invalid="ignore"):
-        near = (v > level - reach[1]) & (v < level + reach[0])             # NaN compares False
-    return change | ((corner_count(near) > 0) & complete)
+def _may_hold_surface(lattice: np.ndarray, level: float, reach: tuple[float, float]) -> np.ndarray:
+    """The cells of ``lattice (a, b, c)`` (the bricks) that change sign or have a corner :func:`_near_corners`
+    the level by ``reach`` (inside, outside: the slopes at the surface only; a brick's edges span ``BRICK``
+    samples and say little of the field between them, and with :func:`_corner_reach` the thin-walled tube at
+    513^3 allocated 17 % more bricks and found nothing more): ``(a-1, b-1, c-1) bool``."""
+    change, complete = crossing_cells(lattice[None], level)
+    cells = np.flatnonzero(complete & ~change)
+    i, j, k = np.unravel_index(cells, change.shape[1:])
+    corners = np.stack([lattice[i + dx, j + dy, k + dz] for dx, dy, dz in CORNERS])
+    near = _near_corners(corners, level, np.where(corners > level, np.float32(reach[0]), np.float32(reach[1])))
+    keep = change[0]
+    keep.reshape(-1)[cells[near.any(axis=0)]] = True
+    return keep
 
 
 def _corner_reach(corners: np.ndarray, level: float, reach: tuple[float, float]) -> np.ndarray:
@@ -389,6 +396,17 @@ def _corner_reach(corners: np.ndarray, level: float, reach: tuple[float, float])
     return np.where(corners > level, np.maximum(local, np.float32(reach[0])), np.maximum(local, np.float32(reach[1])))
 
 
+def _near_corners(corners: np.ndarray, level: float, reach: np.ndarray) -> np.ndarray:
+    """Which corners of M cells, ``corners (8, M) float32``, say the surface may pass within half the cell's
+    diagonal of them: ``(8, M) bool``. A known corner where it is within its ``reach (8, M)`` of ``level``; a
+    pad corner (no network value: the border) where every known corner of the cell is within twice its reach,
+    the whole diagonal, since from the pad's side nothing bounds where the surface may be."""
+    distance = np.abs(corners - level)
+    pad = distance >= PAD_DEPTH / 2
+    anywhere = np.all(pad | (distance <= 2 * reach), axis=0)
+    return np.where(pad, anywhere, distance <= reach)
+
+
 def _cell_corners(storage: BrickStorage, index: tuple[np.ndarray, ...], side: int) -> tuple[np.ndarray, np.ndarray]:
     """Of the cells of side ``side`` at ``index`` (brick row and cell position ``(row, i, j, k)``, four ``(M,)``
     arrays): the flat index of each one's lowest corner in the storage, ``(M,) int64``, and its 8 corner values,
@@ -401,16 +419,24 @@ def _cell_corners(storage: BrickStorage, index: tuple[np.ndarray, ...], side: in
 def _brick_slopes(storage: BrickStorage, step: int, evaluate: Evaluator,
                   surface: tuple[float, float] | None) -> tuple[tuple[float, float], tuple[float, float] | None]:
     """The slopes that bound the split of step-``step`` cells — :func:`_steeper` of the slopes at the surface
-    and those across the lattices of at most ``SLOPE_BRICKS`` bricks, every k-th of the allocation (which runs
-    through the whole box) — and the slopes at the surface: ``surface``, or measured now on all bricks if no
-    coarser lattice crossed the level (the one crossing may be in any brick)."""
+    and those across the lattices of a sample of bricks: ``SLOPE_BRICKS`` drawn at random (a fixed seed; a
+    stride through the allocation aliases with the brick grid: every 8th of 8^3 bricks is one plane), doubled
+    until they hold ``SAMPLE_EDGES`` crossing edges or are all the bricks (many hold no surface) — and the
+    slopes at the surface: ``surface``, or measured now on all bricks if no coarser lattice crossed the level
+    (the one crossing may be in any brick)."""
     count, level = storage.count, storage.level
     if surface is None:
         v = storage.values[:count, ::step, ::step, ::step]
         surface = _surface_slopes(v, storage.bricks[:count] * BRICK - 1, step, _crossing_edges(v, level), evaluate,
                                   level)
-    v = storage.values[:count:-(-count // SLOPE_BRICKS), ::step, ::step, ::step]
-    lattice = _lattice_slopes(v, _crossing_edges(v, level), step * evaluate.grid.spacing, level)
+    order, size = np.random.default_rng(0).permutation(count), SLOPE_BRICKS
+    while True:
+        v = storage.values[:count, ::step, ::step, ::step][np.sort(order[:size])]
+        edges = _crossing_edges(v, level)
+        if size >= count or len(edges) >= SAMPLE_EDGES:
+            break
+        size *= 2
+    lattice = _lattice_slopes(v, edges, step * evaluate.grid.spacing, level)
     return _steeper(surface, lattice), surface
 
 
@@ -531,7 +557,7 @@ def _evaluate_children(storage: BrickStorage, evaluate: Evaluator, reach: tuple[
     change, complete = crossing_cells(coarse, level)
     n, i, j, k = index = np.unravel_index(np.flatnonzero(complete & ~change), change.shape)
     corners = _cell_corners(storage, index, 2 * step)[1]
-    near = np.abs(corners - level) <= _corner_reach(corners, level, reach)        # (8, M)
+    near = _near_corners(corners, level, _corner_reach(corners, level, reach))
     m = change.shape[1]
     # child (dx, dy, dz) of cell (i, j, k) is fine cell (2i + dx, 2j + dy, 2k + dz): this layout reshapes to it
     children = np.empty((count, m, 2, m, 2, m, 2), bool)
@@ -563,6 +589,7 @@ def _evaluate_grid_samples(storage: BrickStorage, evaluate: Evaluator, slopes: t
         # how far (in samples) the surface is at least from each corner: its reach covers half the cell's
         # diagonal, sqrt(3) samples
         distance = np.abs(corner - level) * np.float32(math.sqrt(3)) / _corner_reach(corner, level, surface_reach)
+        distance[np.abs(corner - level) >= PAD_DEPTH / 2] = 0           # the pad bounds nothing
         some = distance.max(axis=0) <= FARTHEST              # cells where every corner allows some sample
         base, distance = base[some], distance[:, some]
         allowed = np.ones((len(OFFSETS), len(base)), bool)             # (19, M): every corner's say, one at a time

@@ -83,10 +83,19 @@ def big_and_small(points):                    # a large part and a small separat
     return np.maximum(sphere_logits((0.3, 0.2, 0.1), 0.4, 100)(points), hidden_speck(points))
 
 
+def border_bumps(points):                     # parts poking a sample or two through the box's faces, capped there
+    return np.maximum(sphere_logits((lattice(-1.5), MID, MID), 2 * H, 100)(points),
+                      sphere_logits((MID, lattice(40), lattice(129.5)), 2 * H, 100)(points))
+
+
+def big_and_border_bumps(points):             # the border's cells have pad corners, which bound nothing
+    return np.maximum(sphere_logits((0.3, 0.2, 0.1), 0.4, 100)(points), border_bumps(points))
+
+
 SHAPES = [(sphere_logits((0.1, -0.2, 0.05), 0.6), BOX), (two_spheres, BOX), (torus, BOX), (demo, DEMO_BOUNDS),
           (sphere_logits((0.3, 0.1, 0.0), 0.3), ((-1, -0.5, -0.6), (1.2, 0.8, 0.6)))]
 HIDDEN = {thin_plate: thin_plate, thin_rod: thin_rod, thin_tube: thin_tube, hidden_speck: hidden_speck,
-          big_and_small: hidden_speck}
+          big_and_small: hidden_speck, big_and_border_bumps: border_bumps}
 """Each shape, and the part of it that no sample of the brick lattice lies in."""
 
 
@@ -133,14 +142,22 @@ def test_a_lone_surface_between_the_coarse_samples_is_looked_for_in_every_brick(
     assert stats.points_evaluated < 0.5 * dense_stats.points_evaluated
 
 
-def test_slopes_on_every_kth_brick_match_those_on_all(monkeypatch):
+def test_slopes_on_a_sample_of_bricks_match_those_on_all(monkeypatch):
     grid = Grid.from_bounds(*BOX, 129)
     storage = adaptive_field(torus, grid, 0.0, 1 << 16).storage
     evaluate = Evaluator(torus, grid, 1 << 16)
     every = _brick_slopes(storage, 2, evaluate, (0.0, 0.0))[0]     # the lattice's own slopes: steeper than 0
-    monkeypatch.setattr(field_module, "SLOPE_BRICKS", storage.count // 8)
-    assert storage.count > 8 * 20
+    sampled, crossing_edges = [], field_module._crossing_edges
+
+    def counted(v, level):                                       # how many bricks each try looks at
+        sampled.append(len(v))
+        return crossing_edges(v, level)
+
+    monkeypatch.setattr(field_module, "_crossing_edges", counted)
+    monkeypatch.setattr(field_module, "SLOPE_BRICKS", storage.count // 16)
+    monkeypatch.setattr(field_module, "SAMPLE_EDGES", 500)        # the torus has 6,384 on all its 512 bricks
     some = _brick_slopes(storage, 2, evaluate, (0.0, 0.0))[0]
+    assert sampled[-1] < storage.count / 2 and sampled[0] == storage.count // 16       # a sample, grown once or more
     for side in (0, 1):              # lower narrows the band (within SAFETY = 2); higher only costs evaluations
         assert 0.9 * every[side] <= some[side] <= 1.2 * every[side]
 
