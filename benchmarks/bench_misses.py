@@ -1,10 +1,13 @@
-"""What adaptive extraction misses against dense, and what it evaluates, on models/tube.onnx (a thin-walled
-tube, wall 0.5% of its longest side) and models/demo.onnx across resolutions and thresholds: the walls
-go from a fifth of a grid step (37) to about one step (200) and more (256). For each case: dense's face
+"""What adaptive extraction misses against dense, and what it evaluates, across resolutions and thresholds on
+models/tube.onnx (a thin-walled tube, wall 0.5% of its longest side: from a fifth of a grid step at 37 to
+about one step at 200 and more at 256), models/demo.onnx, and four parts no test was tuned on (see
+models/rebuild.sh): sheet (tilted, 0.6% thick, two slots), sheet_fourier (the same trained with Fourier
+features, whose field ripples), rods (a frame of thin rods and two small balls) and ribs (five thin fins, far
+from the origin). For each case: dense's face
 count, the faces of dense's mesh adaptive lacks and the faces it has that dense lacks (vertices matched within
 1e-5, as the tests compare), and the points each evaluated.
 
-    python benchmarks/bench_misses.py [--models tube demo PATH.onnx ...] [--resolutions 37 100 129 200 256]
+    python benchmarks/bench_misses.py [--models tube demo sheet ... PATH.onnx] [--resolutions 37 100 129 200 256]
         [--thresholds 0.05 0.5 0.8 0.97]
 
 A model is a name in models/ or the path of any occnet .onnx file.
@@ -27,7 +30,7 @@ from occnet.runtime.errors import EmptySurfaceError  # noqa: E402
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--models", nargs="+", default=["tube", "demo"])
+    parser.add_argument("--models", nargs="+", default=["tube", "demo", "sheet", "sheet_fourier", "rods", "ribs"])
     parser.add_argument("--resolutions", nargs="+", type=int, default=[37, 100, 129, 200, 256])
     parser.add_argument("--thresholds", nargs="+", type=float, default=[0.05, 0.5, 0.8, 0.97])
     parser.add_argument("--threads", type=int, default=2)

@@ -56,7 +56,7 @@ FARTHEST = float(OFFSET_DISTANCES.max())
 """The farthest any of ``OFFSETS`` lies from a corner: a corner whose logit allows less reach than this allows
 none of them."""
 CELLS_AT_ONCE = 65536
-"""Cells of side 2 whose samples are weighed at once (bounds the working arrays to a few MiB)."""
+"""Cells weighed at once by the split rules (bounds their working arrays to a few MiB)."""
 SLOPE_EDGES = 1024
 """The most crossing lattice edges the slope at the surface is measured on (see :func:`_surface_slopes`)."""
 SAMPLE_EDGES = 1024
@@ -407,6 +407,16 @@ def _near_corners(corners: np.ndarray, level: float, reach: np.ndarray) -> np.nd
     return np.where(pad, anywhere, distance <= reach)
 
 
+def _cells_in_chunks(cells: np.ndarray) -> Iterator[tuple[np.ndarray, ...]]:
+    """The cells ``cells (K, a, b, c) bool`` marks as ``(row, i, j, k)``, four ``(M,) int64``, a run of bricks at a
+    time (at most ``CELLS_AT_ONCE`` cells between them): working arrays bounded whatever the grid."""
+    per = max(1, CELLS_AT_ONCE // cells[0].size)
+    for first in range(0, len(cells), per):
+        part = cells[first:first + per]
+        row, i, j, k = np.unravel_index(np.flatnonzero(part), part.shape)
+        yield row + first, i, j, k
+
+
 def _cell_corners(storage: BrickStorage, index: tuple[np.ndarray, ...], side: int) -> tuple[np.ndarray, np.ndarray]:
     """Of the cells of side ``side`` at ``index`` (brick row and cell position ``(row, i, j, k)``, four ``(M,)``
     arrays): the flat index of each one's lowest corner in the storage, ``(M,) int64``, and its 8 corner values,
@@ -555,15 +565,16 @@ def _evaluate_children(storage: BrickStorage, evaluate: Evaluator, reach: tuple[
     level, count = storage.level, storage.count
     coarse = storage.values[:count, ::2 * step, ::2 * step, ::2 * step]
     change, complete = crossing_cells(coarse, level)
-    n, i, j, k = index = np.unravel_index(np.flatnonzero(complete & ~change), change.shape)
-    corners = _cell_corners(storage, index, 2 * step)[1]
-    near = _near_corners(corners, level, _corner_reach(corners, level, reach))
     m = change.shape[1]
     # child (dx, dy, dz) of cell (i, j, k) is fine cell (2i + dx, 2j + dy, 2k + dz): this layout reshapes to it
     children = np.empty((count, m, 2, m, 2, m, 2), bool)
-    for c, (dx, dy, dz) in enumerate(CORNERS):
+    for dx, dy, dz in CORNERS:
         children[:, :, dx, :, dy, :, dz] = change
-        children[n[near[c]], i[near[c]], dx, j[near[c]], dy, k[near[c]], dz] = True
+    for n, i, j, k in _cells_in_chunks(complete & ~change):
+        corners = _cell_corners(storage, (n, i, j, k), 2 * step)[1]
+        near = _near_corners(corners, level, _corner_reach(corners, level, reach))
+        for c, (dx, dy, dz) in enumerate(CORNERS):
+            children[n[near[c]], i[near[c]], dx, j[near[c]], dy, k[near[c]], dz] = True
     need = _corners_of(children.reshape(count, 2 * m, 2 * m, 2 * m))
     values = storage.values[:count, ::step, ::step, ::step]
     _evaluate_once(storage, evaluate, need & np.isnan(values), step)
@@ -581,11 +592,10 @@ def _evaluate_grid_samples(storage: BrickStorage, evaluate: Evaluator, slopes: t
     coarse = values[:, ::2, ::2, ::2]
     change, complete = crossing_cells(coarse, level)
     need = _samples_of(change)                                   # every grid sample of a crossing cell
-    found = np.flatnonzero(complete & ~change)
     flat_need = need.reshape(-1)
     surface_reach = _reach(slopes, 2, spacing)
-    for start in range(0, len(found), CELLS_AT_ONCE):
-        base, corner = _cell_corners(storage, np.unravel_index(found[start:start + CELLS_AT_ONCE], change.shape), 2)
+    for index in _cells_in_chunks(complete & ~change):
+        base, corner = _cell_corners(storage, index, 2)
         # how far (in samples) the surface is at least from each corner: its reach covers half the cell's
         # diagonal, sqrt(3) samples
         distance = np.abs(corner - level) * np.float32(math.sqrt(3)) / _corner_reach(corner, level, surface_reach)
