@@ -283,11 +283,11 @@ def adaptive_field(fn: LogitFn, grid: Grid, level: float, batch_size: int, progr
     say the surface could pass through it: a corner's ``|logit - level|`` is within ``SAFETY * slope * cell
     diagonal / 2``, where ``slope`` is the typical logit change per unit length next to the surface, inside and
     outside: the larger of :func:`_surface_slopes` (at the grid's own scale, measured once) and
-    :func:`_lattice_slopes` (across the level's lattice, in at most ``SLOPE_BRICKS`` bricks), or the cell's own
-    steepest edge where that is steeper (:func:`_cell_reach`). Every point of a cell lies within half its
-    diagonal of a corner, so the surface is missed only where the field is more than ``SAFETY`` times steeper
-    than both: thin walls, rods and small parts between coarse samples are found because logits shrink
-    towards any surface. Finally the
+    :func:`_lattice_slopes` (across the level's lattice, on a sample of bricks), or the cell's own steepest
+    edge where that is steeper (:func:`_corner_reach`); a corner on the pad bounds nothing
+    (:func:`_near_corners`). Every point of a cell lies within half its diagonal of a corner, so the surface
+    is missed only where the field is more than ``SAFETY`` times steeper than both: thin walls, rods and small
+    parts between coarse samples are found because logits shrink towards any surface. Finally the
     surface is followed: every grid cell with a sign change among its known corners gets its other corners
     evaluated, across brick faces too, until nothing new appears, so each connected piece of the surface,
     once touched, is found whole.
@@ -559,9 +559,9 @@ def _brick_corners(lattice: np.ndarray, bricks: np.ndarray) -> np.ndarray:
 def _evaluate_children(storage: BrickStorage, evaluate: Evaluator, reach: tuple[float, float], step: int) -> None:
     """Split the cells of side ``2 * step`` into children of side ``step``: all eight where the corners change
     sign; elsewhere the child at corner ``c`` where ``c``'s logit is within the cell's reach of the level
-    (``reach``, or more where the cell is steeper: :func:`_cell_reach`; every point
-    of that child lies within half the parent's diagonal of ``c``; the other children are farther from ``c``
-    than its logit allows, and nearer their own corners, which allow nothing)."""
+    (``reach``, or more where the cell is steeper: :func:`_corner_reach`; :func:`_near_corners` for a pad
+    corner; every point of that child lies within half the parent's diagonal of ``c``; the other children are
+    farther from ``c`` than its logit allows, and nearer their own corners, which allow nothing)."""
     level, count = storage.level, storage.count
     coarse = storage.values[:count, ::2 * step, ::2 * step, ::2 * step]
     change, complete = crossing_cells(coarse, level)

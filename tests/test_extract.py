@@ -322,7 +322,7 @@ def test_the_slope_at_the_surface_is_measured_at_the_grids_scale_where_the_field
 def test_a_thin_walled_model_is_meshed_whole(resolution, threshold):
     # models/tube.onnx, wall about 0.8, 0.5 and 0.4 voxel thick at these resolutions, at probability 0.97 the
     # wall's inside thinner still. Slopes measured only across each level's lattice missed 4.4 % of the faces
-    # at 200; the slopes at the surface alone, without each cell's own (_cell_reach), 14 % at 129 and 1.6 %
+    # at 200; the slopes at the surface alone, without each cell's own (_corner_reach), 14 % at 129 and 1.6 %
     # at 100: the wall's flanks are steeper than the surface's typical slope
     from occnet.runtime import OccupancyModel
 
