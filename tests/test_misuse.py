@@ -251,7 +251,7 @@ def graph_model(path, nodes, initializers=(), metadata=INFO.to_metadata()):
     graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("points", TensorProto.FLOAT, ["N", 3])],
                               [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["M"])],
                               list(initializers))
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)], ir_version=10)
     helper.set_model_props(model, metadata)
     path.write_bytes(model.SerializeToString())
     return path

@@ -13,7 +13,8 @@ INFO = ModelInfo((-1.0, -1.0, -1.0), (1.0, 1.0, 1.0), Architecture())
 
 def sphere_model(path, *, input_name="points", output_name="logits", in_dims=("N", 3), out_dims=("N",),
                  metadata=INFO.to_metadata()):
-    """A hand-built ONNX graph: logits = 0.5 - |p|^2 (a sphere), with chosen names, shapes, metadata."""
+    """A hand-built ONNX graph: logits = 0.5 - |p|^2 (a sphere), with chosen names, shapes, metadata; IR version
+    10, as occ-export writes (the newest onnx's default is refused by older onnxruntimes, 1.30 among them)."""
     nodes = [helper.make_node("Mul", [input_name, input_name], ["sq"]),
              helper.make_node("ReduceSum", ["sq", "axes"], ["r2"], keepdims=0),
              helper.make_node("Sub", ["half", "r2"], [output_name])]
@@ -23,7 +24,7 @@ def sphere_model(path, *, input_name="points", output_name="logits", in_dims=("N
         [helper.make_tensor_value_info(output_name, TensorProto.FLOAT, list(out_dims))],
         [helper.make_tensor("axes", TensorProto.INT64, [1], [1]),
          helper.make_tensor("half", TensorProto.FLOAT, [], [0.5])])
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)], ir_version=10)
     helper.set_model_props(model, metadata)
     onnx.save(model, path)
     return path
