@@ -173,7 +173,7 @@ def test_adaptive_evaluates_a_small_fraction_and_stores_no_grid_sized_array():
 def test_a_sample_that_neighbouring_bricks_share_is_evaluated_once():
     """Bricks hold the samples of their common faces twice; each is evaluated once and reaches every brick that
     asked (before: 20 % of the evaluations were repeats). Only following the surface may repeat a few."""
-    grid = Grid.from_bounds(*BOX, 200)
+    grid = Grid.from_bounds(*BOX, 129)
     seen = []
 
     def recorded(points):
