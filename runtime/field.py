@@ -63,7 +63,8 @@ SAMPLE_EDGES = 1024
 """The fewest crossing edges a sample of bricks must hold for the slopes across a lattice (see
 :func:`_brick_slopes`)."""
 SLOPE_BRICKS = 512
-"""The most bricks the slopes of a level are measured on (see :func:`_brick_slopes`)."""
+"""The bricks the slopes across a level's lattice are first measured on, doubled until they hold
+``SAMPLE_EDGES`` crossing edges (see :func:`_brick_slopes`)."""
 SLOPE_QUANTILE = 0.5
 """Which quantile of the slopes measured across the surface stands for the typical slope."""
 PAD_DEPTH = 1e6
@@ -374,8 +375,7 @@ def _may_hold_surface(lattice: np.ndarray, level: float, reach: tuple[float, flo
     513^3 allocated 17 % more bricks and found nothing more): ``(a-1, b-1, c-1) bool``."""
     change, complete = crossing_cells(lattice[None], level)
     cells = np.flatnonzero(complete & ~change)
-    i, j, k = np.unravel_index(cells, change.shape[1:])
-    corners = np.stack([lattice[i + dx, j + dy, k + dz] for dx, dy, dz in CORNERS])
+    corners = _brick_corners(lattice, np.stack(np.unravel_index(cells, change.shape[1:]), axis=1)).reshape(-1, 8).T
     near = _near_corners(corners, level, np.where(corners > level, np.float32(reach[0]), np.float32(reach[1])))
     keep = change[0]
     keep.reshape(-1)[cells[near.any(axis=0)]] = True
@@ -387,13 +387,16 @@ def _corner_reach(corners: np.ndarray, level: float, reach: tuple[float, float])
     passing within half the cell's diagonal of it: ``(8, M) float32``, ``reach`` (from the slopes at the surface,
     inside and outside) or more where the cell's own corners show the field steeper there: ``SAFETY`` times
     its steepest edge (the pad's left out), over half its diagonal. A thin wall's flanks can be several times
-    steeper than the surface's typical slope, and they show in the corners around it."""
-    real = np.where(np.abs(corners - level) < PAD_DEPTH / 2, corners, np.float32(np.nan))
+    steeper than the surface's typical slope, and they show in the corners around it. A pad corner has no
+    network value and bounds nothing: infinite reach."""
+    off_pad = np.abs(corners - level) < PAD_DEPTH / 2
+    real = np.where(off_pad, corners, np.float32(np.nan))
     steepest = np.zeros(corners.shape[1], np.float32)
     for a, b in EDGES:
         np.fmax(steepest, np.abs(real[a] - real[b]), out=steepest)          # fmax: NaN (the pad) loses
     local = steepest * np.float32(SAFETY * math.sqrt(3) / 2)
-    return np.where(corners > level, np.maximum(local, np.float32(reach[0])), np.maximum(local, np.float32(reach[1])))
+    reach = np.where(corners > level, np.maximum(local, np.float32(reach[0])), np.maximum(local, np.float32(reach[1])))
+    return np.where(off_pad, reach, np.float32(np.inf))
 
 
 def _near_corners(corners: np.ndarray, level: float, reach: np.ndarray) -> np.ndarray:
@@ -597,9 +600,8 @@ def _evaluate_grid_samples(storage: BrickStorage, evaluate: Evaluator, slopes: t
     for index in _cells_in_chunks(complete & ~change):
         base, corner = _cell_corners(storage, index, 2)
         # how far (in samples) the surface is at least from each corner: its reach covers half the cell's
-        # diagonal, sqrt(3) samples
+        # diagonal, sqrt(3) samples (the pad's reach is infinite: no limit)
         distance = np.abs(corner - level) * np.float32(math.sqrt(3)) / _corner_reach(corner, level, surface_reach)
-        distance[np.abs(corner - level) >= PAD_DEPTH / 2] = 0           # the pad bounds nothing
         some = distance.max(axis=0) <= FARTHEST              # cells where every corner allows some sample
         base, distance = base[some], distance[:, some]
         allowed = np.ones((len(OFFSETS), len(base)), bool)             # (19, M): every corner's say, one at a time
@@ -721,7 +723,7 @@ def _cross_faces(storage: BrickStorage, rows: np.ndarray) -> np.ndarray:
     gained = []
     for axis in range(3):
         for side, other in ((BRICK, 0), (0, BRICK)):
-            faces_all = storage.values[(slice(None),) * (axis + 1) + (side,)]      # a view: no copy of all
+            faces_all = storage.values[(slice(None),) + _face(axis, side)]        # a view: no copy of all
             face = faces_all[rows]                                                 # (K, SIZE, SIZE)
             known = ~np.isnan(face)
             inside = face > level
@@ -735,13 +737,12 @@ def _cross_faces(storage: BrickStorage, rows: np.ndarray) -> np.ndarray:
                 continue
             faces = face[crossed][ok]
             neighbours = storage.rows(target[ok])
-            index = [neighbours, slice(None), slice(None), slice(None)]
-            index[axis + 1] = other                                   # the neighbours' facing sides only
-            theirs = storage.values[tuple(index)]
+            index = (neighbours,) + _face(axis, other)               # the neighbours' facing sides only
+            theirs = storage.values[index]
             fill = np.isnan(theirs) & ~np.isnan(faces)
             if not fill.any():
                 continue
             theirs[fill] = faces[fill]
-            storage.values[tuple(index)] = theirs
+            storage.values[index] = theirs
             gained.append(neighbours[fill.any(axis=(1, 2))])
     return np.unique(np.concatenate(gained)) if gained else np.zeros(0, np.int64)
