@@ -3,9 +3,8 @@ models/tube.onnx (a thin-walled tube, wall 0.5% of its longest side: from a fift
 about one step at 200 and more at 256), models/demo.onnx, and four parts no test was tuned on (see
 models/rebuild.sh): sheet (tilted, 0.6% thick, two slots), sheet_fourier (the same trained with Fourier
 features, whose field ripples), rods (a frame of thin rods and two small balls) and ribs (five thin fins, far
-from the origin). For each case: dense's face
-count, the faces of dense's mesh adaptive lacks and the faces it has that dense lacks (vertices matched within
-1e-5, as the tests compare), and the points each evaluated.
+from the origin). For each case: dense's face count, the faces of dense's mesh adaptive lacks and the faces
+it has that dense lacks (vertices matched within 1e-5, as the tests compare), and the points each evaluated.
 
     python benchmarks/bench_misses.py [--models tube demo sheet ... PATH.onnx] [--resolutions 37 100 129 200 256]
         [--thresholds 0.05 0.5 0.8 0.97]
@@ -17,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -45,8 +45,7 @@ def main() -> None:
             for threshold in args.thresholds:
                 settings = MeshSettings(resolution=resolution, threshold=threshold)
                 try:
-                    dense, dense_stats = mesh_model(model, MeshSettings(resolution=resolution, threshold=threshold,
-                                                                        method="dense"))
+                    dense, dense_stats = mesh_model(model, replace(settings, method="dense"))
                 except EmptySurfaceError:
                     continue                      # nothing to find at this threshold
                 try:
