@@ -237,6 +237,17 @@ class BrickStorage:
             self.values[row][pad] = self.level - PAD_DEPTH
         self.count = need
 
+    def keep(self, rows: np.ndarray) -> None:
+        """Drop every brick but ``rows (K,)`` (sorted, unique), moving those to the front: the others hold no grid
+        cell with all its corners, nothing to mesh. The capacity stays (``nbytes`` is the peak)."""
+        self.table[tuple(self.bricks[:self.count].T)] = -1
+        for start in range(0, len(rows), STACK):        # a few bricks at a time: row r >= its new place
+            part = rows[start:start + STACK]
+            self.values[start:start + len(part)] = self.values[part]
+        self.bricks[:len(rows)] = self.bricks[rows]
+        self.count = len(rows)
+        self.table[tuple(self.bricks[:self.count].T)] = np.arange(self.count)
+
     def grid_index(self, rows: np.ndarray, local: np.ndarray) -> np.ndarray:
         """Grid indices ``(M, 3)`` of samples at ``local (M, 3)`` in bricks ``rows (M,)``."""
         return self.bricks[rows] * BRICK + local - 1
@@ -293,6 +304,10 @@ def adaptive_field(fn: LogitFn, grid: Grid, level: float, batch_size: int, progr
     evaluated, across brick faces too, until nothing new appears, so each connected piece of the surface,
     once touched, is found whole.
 
+    Each level looks only at the bricks where the level above split a cell (elsewhere no finer cell has all
+    its corners), and the bricks that end with no grid cell to mesh are dropped before marching cubes: at
+    513^3 three bricks in four hold no surface (coarse corners near the level, nothing finer there).
+
     Nothing the size of the grid is allocated: ``memory_limit`` (default: what the machine has free) bounds
     the bricks, or :class:`ResourceError` is raised.
     """
@@ -317,10 +332,10 @@ def adaptive_field(fn: LogitFn, grid: Grid, level: float, batch_size: int, progr
         slopes, surface = _brick_slopes(storage, step, evaluate, surface)
         reach = _reach(slopes, step, spacing)
         step //= 2
-        _evaluate_children(storage, evaluate, reach, step)
+        rows = _evaluate_children(storage, rows, evaluate, reach, step)
     slopes, surface = _brick_slopes(storage, 2, evaluate, surface)
-    _evaluate_grid_samples(storage, evaluate, slopes, spacing)
-    _follow_surface(storage, evaluate)
+    rows = _evaluate_grid_samples(storage, rows, evaluate, slopes, spacing)
+    storage.keep(np.union1d(rows, _follow_surface(storage, rows, evaluate)))
     return Field(grid, storage, evaluate.points_evaluated, evaluate.lowest, evaluate.highest)
 
 
@@ -559,58 +574,65 @@ def _brick_corners(lattice: np.ndarray, bricks: np.ndarray) -> np.ndarray:
     return out
 
 
-def _evaluate_children(storage: BrickStorage, evaluate: Evaluator, reach: tuple[float, float], step: int) -> None:
-    """Split the cells of side ``2 * step`` into children of side ``step``: all eight where the corners change
-    sign; elsewhere the child at corner ``c`` where ``c``'s logit is within the cell's reach of the level
-    (``reach``, or more where the cell is steeper: :func:`_corner_reach`; :func:`_near_corners` for a pad
-    corner; every point of that child lies within half the parent's diagonal of ``c``; the other children are
-    farther from ``c`` than its logit allows, and nearer their own corners, which allow nothing)."""
-    level, count = storage.level, storage.count
-    coarse = storage.values[:count, ::2 * step, ::2 * step, ::2 * step]
+def _evaluate_children(storage: BrickStorage, rows: np.ndarray, evaluate: Evaluator, reach: tuple[float, float],
+                       step: int) -> np.ndarray:
+    """Split the cells of side ``2 * step`` of bricks ``rows (K,)`` into children of side ``step``: all eight where
+    the corners change sign; elsewhere the child at corner ``c`` where ``c``'s logit is within the cell's reach of
+    the level (``reach``, or more where the cell is steeper: :func:`_corner_reach`; :func:`_near_corners` for a
+    pad corner; every point of that child lies within half the parent's diagonal of ``c``; the other children
+    are farther from ``c`` than its logit allows, and nearer their own corners, which allow nothing). Returns
+    the rows with a split cell: in the others no cell of side ``step`` has all its corners, so nothing finer
+    is ever looked at there."""
+    level = storage.level
+    coarse = storage.values[rows, ::2 * step, ::2 * step, ::2 * step]
     change, complete = crossing_cells(coarse, level)
     m = change.shape[1]
     # child (dx, dy, dz) of cell (i, j, k) is fine cell (2i + dx, 2j + dy, 2k + dz): this layout reshapes to it
-    children = np.empty((count, m, 2, m, 2, m, 2), bool)
+    children = np.empty((len(rows), m, 2, m, 2, m, 2), bool)
     for dx, dy, dz in CORNERS:
         children[:, :, dx, :, dy, :, dz] = change
     for n, i, j, k in _cells_in_chunks(complete & ~change):
-        corners = _cell_corners(storage, (n, i, j, k), 2 * step)[1]
+        corners = _cell_corners(storage, (rows[n], i, j, k), 2 * step)[1]
         near = _near_corners(corners, level, _corner_reach(corners, level, reach))
         for c, (dx, dy, dz) in enumerate(CORNERS):
             children[n[near[c]], i[near[c]], dx, j[near[c]], dy, k[near[c]], dz] = True
-    need = _corners_of(children.reshape(count, 2 * m, 2 * m, 2 * m))
-    values = storage.values[:count, ::step, ::step, ::step]
-    _evaluate_once(storage, evaluate, need & np.isnan(values), step)
+    split = children.reshape(len(rows), -1).any(axis=1)
+    rows, children = rows[split], children[split]
+    need = _corners_of(children.reshape(len(rows), 2 * m, 2 * m, 2 * m))
+    _evaluate_once(storage, evaluate, rows, need & np.isnan(storage.values[rows, ::step, ::step, ::step]), step)
+    return rows
 
 
-def _evaluate_grid_samples(storage: BrickStorage, evaluate: Evaluator, slopes: tuple[float, float],
-                           spacing: float) -> None:
-    """The last split, of cells of side 2 into grid cells, whose new corners are grid samples themselves: all
-    of them in cells that change sign; elsewhere only those the corner logits allow across the level, i.e.
-    the samples ``x`` with ``|v_i - level| <= allowance * |x - c_i|`` at every corner ``c_i`` (the surface
-    reaches a sample only through ground the slope can cover from every corner), the allowance per sample
-    being the corner's reach (:func:`_corner_reach`) over half the cell's diagonal."""
-    level, count = storage.level, storage.count
-    values = storage.values[:count]
-    coarse = values[:, ::2, ::2, ::2]
-    change, complete = crossing_cells(coarse, level)
+def _evaluate_grid_samples(storage: BrickStorage, rows: np.ndarray, evaluate: Evaluator,
+                           slopes: tuple[float, float], spacing: float) -> np.ndarray:
+    """The last split, of the cells of side 2 of bricks ``rows (K,)`` into grid cells, whose new corners are grid
+    samples themselves: all of them in cells that change sign; elsewhere only those the corner logits allow
+    across the level, i.e. the samples ``x`` with ``|v_i - level| <= allowance * |x - c_i|`` at every corner
+    ``c_i`` (the surface reaches a sample only through ground the slope can cover from every corner), the
+    allowance per sample being the corner's reach (:func:`_corner_reach`) over half the cell's diagonal.
+    Returns the rows with a sample asked for: the others hold no grid cell with all its corners."""
+    level = storage.level
+    change, complete = crossing_cells(storage.values[rows, ::2, ::2, ::2], level)
     need = _samples_of(change)                                   # every grid sample of a crossing cell
     flat_need = need.reshape(-1)
     surface_reach = _reach(slopes, 2, spacing)
-    for index in _cells_in_chunks(complete & ~change):
-        base, corner = _cell_corners(storage, index, 2)
+    for n, i, j, k in _cells_in_chunks(complete & ~change):
+        base, corner = _cell_corners(storage, (rows[n], i, j, k), 2)
         # how far (in samples) the surface is at least from each corner: its reach covers half the cell's
         # diagonal, sqrt(3) samples (the pad's reach is infinite: no limit)
         distance = np.abs(corner - level) * np.float32(math.sqrt(3)) / _corner_reach(corner, level, surface_reach)
         some = distance.max(axis=0) <= FARTHEST              # cells where every corner allows some sample
-        base, distance = base[some], distance[:, some]
-        allowed = np.ones((len(OFFSETS), len(base)), bool)             # (19, M): every corner's say, one at a time
+        at = (base + (n - rows[n]) * SIZE**3)[some]          # their lowest corners in need (brick n of rows)
+        distance = distance[:, some]
+        allowed = np.ones((len(OFFSETS), len(at)), bool)     # (19, M): every corner's say, one at a time
         for c in range(8):
             allowed &= distance[c] <= OFFSET_DISTANCES[:, c, None]
         offset, cell = np.nonzero(allowed)
-        flat_need[base[cell] + OFFSETS_FLAT[offset]] = True
-    need &= np.isnan(values)
-    _evaluate_once(storage, evaluate, need, 1)
+        flat_need[at[cell] + OFFSETS_FLAT[offset]] = True
+    asked = need.reshape(len(rows), -1).any(axis=1)
+    rows, need = rows[asked], need[asked]
+    _evaluate_once(storage, evaluate, rows, need & np.isnan(storage.values[rows]), 1)
+    return rows
 
 
 def _samples_of(cells: np.ndarray) -> np.ndarray:
@@ -629,13 +651,13 @@ def _samples_of(cells: np.ndarray) -> np.ndarray:
     return cells
 
 
-def _evaluate_once(storage: BrickStorage, evaluate: Evaluator, mask: np.ndarray, step: int) -> None:
-    """Evaluate the samples ``mask (count, a, b, c)`` marks on the step-``step`` lattices of all bricks, each grid
-    sample once although neighbouring bricks both hold the samples of their common face: a marked sample on a
-    face shared with an allocated brick below is handed to that brick (along x, then y, then z, so that a
-    sample shared by up to eight bricks ends in one), evaluated there, and its value carried back the same way."""
-    below = _bricks_below(storage)
-    lattice = storage.values[:storage.count, ::step, ::step, ::step]       # a view: writes reach the storage
+def _evaluate_once(storage: BrickStorage, evaluate: Evaluator, rows: np.ndarray, mask: np.ndarray, step: int) -> None:
+    """Evaluate the samples ``mask (K, a, b, c)`` marks on the step-``step`` lattices of bricks ``rows (K,)``, each
+    grid sample once although neighbouring bricks both hold the samples of their common face: a marked sample on
+    a face shared with the brick just below, if that is among ``rows``, is handed to it (along x, then y, then
+    z, so that a sample shared by up to eight bricks ends in one), evaluated there, and its value carried back
+    the same way."""
+    below = _bricks_below(storage, rows)
     top = mask.shape[1] - 1
     handed = []
     for axis in range(3):
@@ -645,30 +667,35 @@ def _evaluate_once(storage: BrickStorage, evaluate: Evaluator, mask: np.ndarray,
         upper, asked = upper[some], asked[some]
         lower = below[axis, upper]
         mask[(upper,) + _face(axis, 0)] = False
-        mask[(lower,) + _face(axis, top)] |= asked & np.isnan(lattice[(lower,) + _face(axis, top)])
+        mask[(lower,) + _face(axis, top)] |= asked & np.isnan(storage.values[(rows[lower],) + _face(axis, BRICK, step)])
         handed.append((upper, lower, asked))
-    _evaluate_where(storage, evaluate, np.arange(storage.count), mask, step)
+    _evaluate_where(storage, evaluate, rows, mask, step)
     for axis in (2, 1, 0):                                          # back along the way the samples were handed
         upper, lower, asked = handed[axis]
-        theirs = lattice[(upper,) + _face(axis, 0)]
-        theirs[asked] = lattice[(lower,) + _face(axis, top)][asked]
-        lattice[(upper,) + _face(axis, 0)] = theirs
+        theirs = storage.values[(rows[upper],) + _face(axis, 0, step)]
+        theirs[asked] = storage.values[(rows[lower],) + _face(axis, BRICK, step)][asked]
+        storage.values[(rows[upper],) + _face(axis, 0, step)] = theirs
 
 
-def _bricks_below(storage: BrickStorage) -> np.ndarray:
-    """``(3, count) int64``: per axis, the row of the allocated brick just below each brick, -1 where there is none."""
-    bricks = storage.bricks[:storage.count]
-    below = np.full((3, storage.count), -1, np.int64)
+def _bricks_below(storage: BrickStorage, rows: np.ndarray) -> np.ndarray:
+    """``(3, K) int64``: per axis, the position in ``rows (K,)`` of the brick just below each of them, -1 where that
+    brick is not among ``rows``."""
+    position = np.full(storage.count, -1, np.int64)
+    position[rows] = np.arange(len(rows))
+    bricks = storage.bricks[rows]
+    below = np.full((3, len(rows)), -1, np.int64)
     for axis in range(3):
         has = np.flatnonzero(bricks[:, axis] > 0)
         neighbour = bricks[has] - np.eye(3, dtype=np.int64)[axis]
-        below[axis, has] = storage.table[neighbour[:, 0], neighbour[:, 1], neighbour[:, 2]]
+        row = storage.table[neighbour[:, 0], neighbour[:, 1], neighbour[:, 2]]
+        below[axis, has] = np.where(row >= 0, position[row], -1)
     return below
 
 
-def _face(axis: int, index: int) -> tuple:
-    """The index of one face of bricks' samples, ``index`` along ``axis``, all along the other two axes."""
-    return tuple(index if a == axis else slice(None) for a in range(3))
+def _face(axis: int, index: int, step: int = 1) -> tuple:
+    """The index of one face of bricks' samples on their step-``step`` lattice: sample ``index`` along ``axis``,
+    every ``step``-th along the other two."""
+    return tuple(index if a == axis else slice(None, None, step) for a in range(3))
 
 
 def _evaluate_where(storage: BrickStorage, evaluate: Evaluator, rows: np.ndarray, mask: np.ndarray,
@@ -685,12 +712,14 @@ def _evaluate_where(storage: BrickStorage, evaluate: Evaluator, rows: np.ndarray
         flat_values[flat] = evaluate(storage.grid_index(brick, local))
 
 
-def _follow_surface(storage: BrickStorage, evaluate: Evaluator) -> None:
-    """Evaluate the unknown corners of every grid cell whose known corners change sign, in every brick, then
-    carry known samples of brick faces crossed by the surface into the neighbouring bricks, until nothing
-    new appears. Only bricks whose samples changed are looked at again."""
+def _follow_surface(storage: BrickStorage, rows: np.ndarray, evaluate: Evaluator) -> np.ndarray:
+    """Evaluate the unknown corners of every grid cell whose known corners change sign, in bricks ``rows`` (those
+    the last split asked samples of), then carry known samples of brick faces crossed by the surface into the
+    neighbouring bricks, until nothing new appears. Only bricks whose samples changed are looked at again;
+    returns every row that gained samples."""
     level = storage.level
-    work, rows = _unsettled(storage), np.arange(storage.count)     # every brick's faces, the first time
+    gained = [np.zeros(0, np.int64)]
+    work = rows[_unsettled_cells(storage.values[rows], level).any(axis=(1, 2, 3))]
     while len(rows):
         changed = [rows]
         while len(work):
@@ -701,11 +730,8 @@ def _follow_surface(storage: BrickStorage, evaluate: Evaluator) -> None:
             _evaluate_where(storage, evaluate, work, need[some], 1)
             changed.append(work)
         work = rows = _cross_faces(storage, np.unique(np.concatenate(changed)))
-
-
-def _unsettled(storage: BrickStorage) -> np.ndarray:
-    """Rows of the bricks with an :func:`_unsettled_cells` cell."""
-    return np.flatnonzero(_unsettled_cells(storage.values[:storage.count], storage.level).any(axis=(1, 2, 3)))
+        gained.append(rows)
+    return np.unique(np.concatenate(gained))
 
 
 def _unsettled_cells(v: np.ndarray, level: float) -> np.ndarray:
