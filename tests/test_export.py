@@ -1,14 +1,22 @@
 import copy
 import hashlib
 import json
+import logging
 
 import numpy as np
 import onnx
 import pytest
 import torch
 
-from occnet.export.onnx_export import ERROR_FACTOR, ERROR_FLOOR, ExportError, export_checkpoint, verify_model
-from occnet.runtime.contract import FORMAT_VERSION, MetaKey
+from occnet.export.onnx_export import (
+    ERROR_FACTOR,
+    ERROR_FLOOR,
+    ExportError,
+    export_checkpoint,
+    to_onnx,
+    verify_model,
+)
+from occnet.runtime.contract import FORMAT_VERSION, Architecture, MetaKey
 from occnet.runtime.field import batched
 from occnet.runtime.session import OccupancyModel
 from occnet.train.checkpoint import load_checkpoint
@@ -61,6 +69,26 @@ def test_verification_refuses_a_model_that_computes_something_else(trained_run, 
         model.net[0].bias.add_(1e-3)
     with pytest.raises(ExportError, match="verification failed"):
         verify_model(model, tmp_path / "m.onnx", 1000, 0)
+
+
+def test_what_pytorch_logs_while_exporting_stays_off_stderr(monkeypatch):
+    """PyTorch's loggers write to stderr through handlers of their own; one that logs a traceback before
+    re-raising (the fake-tensor kernel a Ctrl-C interrupted did, 400 lines) must leave only the one-line error:
+    no torch logger may emit even an error while the exporter runs, and the caller's level comes back after."""
+    emitting = []
+
+    def failing_export(*args, **kwargs):
+        for name in ("torch._subclasses.fake_tensor", "torch.onnx", "torch.export", "torch._dynamo"):
+            emitting.append(logging.getLogger(name).isEnabledFor(logging.ERROR))
+        raise RuntimeError("meta kernel failed")
+
+    monkeypatch.setattr(torch.onnx, "export", failing_export)
+    level = logging.getLogger("torch").level
+    with pytest.raises(ExportError, match="meta kernel failed"):
+        to_onnx(OccNet(Architecture(), (-1, -1, -1), (1, 1, 1)), None)
+    assert emitting == [False] * 4
+    assert logging.getLogger("torch").level == level
+    assert logging.getLogger("torch._subclasses.fake_tensor").isEnabledFor(logging.ERROR)
 
 
 @pytest.mark.parametrize("options", [
