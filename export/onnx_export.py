@@ -113,7 +113,7 @@ def export_checkpoint(checkpoint: Path, output: Path, opset: int | None = None, 
 def to_onnx(model: OccNet, opset: int | None) -> onnx.ModelProto:
     """Export ``model`` with input ``points [N, 3]`` (dynamic N) and output ``logits [N]``."""
     example = torch.zeros(8, 3)
-    with warnings.catch_warnings(), _quiet(logging.getLogger("torch")):
+    with warnings.catch_warnings(), _quiet():
         warnings.simplefilter("ignore")
         try:
             program = torch.onnx.export(model, (example,), dynamo=True, opset_version=opset,
@@ -162,17 +162,17 @@ def compare(model: OccNet, reference: OccNet, session: OccupancyModel, points: n
 
 
 @contextlib.contextmanager
-def _quiet(logger: logging.Logger) -> Iterator[None]:
-    """``logger`` and the loggers below it that have no level of their own silent for the duration, the caller's
-    level restored after. PyTorch's loggers write to stderr through handlers of their own: the exporter's
-    progress chatter, and tracebacks it logs before re-raising (a Ctrl-C that lands in a fake-tensor kernel
-    logged 400 lines); what fails is raised and reported in one line anyway."""
-    level = logger.level
-    logger.setLevel(logging.CRITICAL + 1)
+def _quiet() -> Iterator[None]:
+    """All logging off for the duration (as ``warnings.catch_warnings`` does for warnings), the caller's setting
+    restored after. PyTorch's loggers write to stderr through handlers of their own and the exporter sets some
+    of their levels itself: its progress chatter, and tracebacks it logs before re-raising (a Ctrl-C that
+    lands in a fake-tensor kernel logged 400 lines); what fails is raised and reported in one line anyway."""
+    disabled = logging.root.manager.disable
+    logging.disable(logging.CRITICAL)
     try:
         yield
     finally:
-        logger.setLevel(level)
+        logging.disable(disabled)
 
 
 def producer() -> dict:
