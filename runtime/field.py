@@ -666,23 +666,25 @@ def _evaluate_once(storage: BrickStorage, evaluate: Evaluator, rows: np.ndarray,
     z, so that a sample shared by up to eight bricks ends in one), evaluated there, and its value carried back
     the same way."""
     below = _bricks_below(storage, rows)
-    top = mask.shape[1] - 1
+    m = mask.shape[1]
+    flat_mask, flat_values = mask.reshape(-1), storage.values.reshape(-1)        # mask: a fresh array, C order
+    in_mask, in_brick = np.array([m * m, m, 1]), np.array([SIZE * SIZE, SIZE, 1]) * step
     handed = []
     for axis in range(3):
         upper = np.flatnonzero(below[axis] >= 0)
-        asked = mask[(upper,) + _face(axis, 0)]
-        some = asked.any(axis=(1, 2))
-        upper, asked = upper[some], asked[some]
-        lower = below[axis, upper]
-        mask[(upper,) + _face(axis, 0)] = False
-        mask[(lower,) + _face(axis, top)] |= asked & np.isnan(storage.values[(rows[lower],) + _face(axis, BRICK, step)])
-        handed.append((upper, lower, asked))
+        u, a, b = np.nonzero(mask[(upper,) + _face(axis, 0)])        # asked on a face shared with a brick below
+        upper, lower = upper[u], below[axis, upper[u]]
+        across = [o for o in range(3) if o != axis]                   # the face's two axes, in order
+        place = a * in_mask[across[0]] + b * in_mask[across[1]]       # in the lattice, at 0 along axis
+        offset = a * in_brick[across[0]] + b * in_brick[across[1]]    # in the brick's samples, at 0 along axis
+        theirs = rows[lower] * SIZE**3 + offset + BRICK * SIZE**(2 - axis)   # the lower brick's copy, on its top
+        flat_mask[upper * m**3 + place] = False
+        unknown = np.isnan(flat_values[theirs])
+        flat_mask[lower[unknown] * m**3 + place[unknown] + (m - 1) * in_mask[axis]] = True
+        handed.append((rows[upper] * SIZE**3 + offset, theirs))
     _evaluate_where(storage, evaluate, rows, mask, step)
-    for axis in (2, 1, 0):                                          # back along the way the samples were handed
-        upper, lower, asked = handed[axis]
-        theirs = storage.values[(rows[upper],) + _face(axis, 0, step)]
-        theirs[asked] = storage.values[(rows[lower],) + _face(axis, BRICK, step)][asked]
-        storage.values[(rows[upper],) + _face(axis, 0, step)] = theirs
+    for ours, theirs in handed[::-1]:                              # back along the way the samples were handed
+        flat_values[ours] = flat_values[theirs]
 
 
 def _bricks_below(storage: BrickStorage, rows: np.ndarray) -> np.ndarray:
