@@ -306,7 +306,7 @@ def adaptive_field(fn: LogitFn, grid: Grid, level: float, batch_size: int, progr
 
     Each level looks only at the bricks where the level above split a cell (elsewhere no finer cell has all
     its corners), and the bricks that end with no grid cell to mesh are dropped before marching cubes: at
-    513^3 three bricks in four hold no surface (coarse corners near the level, nothing finer there).
+    513^3 two in three bricks or more hold no surface (coarse corners near the level, nothing finer there).
 
     Nothing the size of the grid is allocated: ``memory_limit`` (default: what the machine has free) bounds
     the bricks, or :class:`ResourceError` is raised.

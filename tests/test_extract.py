@@ -15,6 +15,7 @@ from occnet.runtime.field import (
     BRICK,
     CORNERS,
     PAD_DEPTH,
+    BrickStorage,
     Evaluator,
     _brick_slopes,
     _corner_reach,
@@ -186,6 +187,52 @@ def test_a_sample_that_neighbouring_bricks_share_is_evaluated_once():
     assert repeats < 0.005 * len(index)
     mesh, dense = extract_mesh(field, 0.0), extract_mesh(dense_field(demo, grid, 1 << 16), 0.0)
     assert mesh_difference(mesh, dense) == (0, 0)
+
+
+def test_each_level_looks_only_at_bricks_split_above_and_empty_bricks_are_not_marched(monkeypatch):
+    """Most bricks the coarse rule allocates hold no surface; the grid level looks only at bricks where the level
+    above split a cell, and the bricks dropped before marching cubes are exactly ones with no cell to mesh (all
+    eight corners known, not all on one side). The mesh is dense's."""
+    grid = Grid.from_bounds(*BOX, 129)
+    looked_at, dropped_meshable = [], []
+    grid_samples, keep = field_module._evaluate_grid_samples, BrickStorage.keep
+
+    def spy_grid(storage, rows, *args):
+        looked_at.append((len(rows), storage.count))
+        return grid_samples(storage, rows, *args)
+
+    def spy_keep(storage, rows):
+        meshable = crossing_cells(storage.values[:storage.count], 0.0)[0].reshape(storage.count, -1).any(axis=1)
+        dropped = np.setdiff1d(np.arange(storage.count), rows)
+        dropped_meshable.append((len(dropped), int(meshable[dropped].sum()), int(meshable.sum())))
+        keep(storage, rows)
+
+    monkeypatch.setattr(field_module, "_evaluate_grid_samples", spy_grid)
+    monkeypatch.setattr(BrickStorage, "keep", spy_keep)
+    field = adaptive_field(demo, grid, 0.0, 1 << 16)
+    (rows, allocated), = looked_at
+    (dropped, meshable_dropped, meshable), = dropped_meshable
+    assert rows < 0.7 * allocated and dropped > 0.3 * allocated
+    assert meshable_dropped == 0 and 0 < meshable <= field.storage.count
+    assert mesh_difference(extract_mesh(field, 0.0), extract_mesh(dense_field(demo, grid, 1 << 16), 0.0)) == (0, 0)
+
+
+def test_keeping_bricks_moves_them_to_the_front_and_forgets_the_rest():
+    storage = BrickStorage((100, 100, 100), 0.0)
+    bricks = np.array([[0, 0, 0], [1, 2, 3], [4, 4, 4], [6, 1, 0], [2, 2, 2]])
+    rows = np.concatenate([storage.rows(brick[None]) for brick in bricks])   # one at a time: rows 0 .. 4
+    assert rows.tolist() == [0, 1, 2, 3, 4]
+    for row in rows:
+        storage.values[row, 1:-1, 1:-1, 1:-1] = row                  # the samples that are not pad: its own row
+    nbytes = storage.nbytes
+    storage.keep(np.array([1, 3, 4]))
+    assert storage.count == 3 and storage.nbytes == nbytes         # the capacity stays: nbytes is the peak
+    assert storage.bricks[:3].tolist() == [[1, 2, 3], [6, 1, 0], [2, 2, 2]]
+    assert [float(storage.values[r, 8, 8, 8]) for r in range(3)] == [1.0, 3.0, 4.0]
+    assert storage.table[1, 2, 3] == 0 and storage.table[6, 1, 0] == 1 and storage.table[2, 2, 2] == 2
+    assert storage.table[0, 0, 0] == -1 and storage.table[4, 4, 4] == -1 and (storage.table >= 0).sum() == 3
+    assert storage.rows(np.array([[4, 4, 4]])).tolist() == [3]      # a dropped brick comes back empty
+    assert np.isnan(storage.values[3, 8, 8, 8])
 
 
 def test_the_bricks_stop_at_the_memory_limit():
