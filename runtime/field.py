@@ -667,7 +667,8 @@ def _evaluate_once(storage: BrickStorage, evaluate: Evaluator, rows: np.ndarray,
     the same way."""
     below = _bricks_below(storage, rows)
     m = mask.shape[1]
-    flat_mask, flat_values = mask.reshape(-1), storage.values.reshape(-1)        # mask: a fresh array, C order
+    mask = np.ascontiguousarray(mask)                               # flat_mask must be a view of it
+    flat_mask, flat_values = mask.reshape(-1), storage.values.reshape(-1)
     in_mask, in_brick = np.array([m * m, m, 1]), np.array([SIZE * SIZE, SIZE, 1]) * step
     handed = []
     for axis in range(3):
@@ -702,10 +703,9 @@ def _bricks_below(storage: BrickStorage, rows: np.ndarray) -> np.ndarray:
     return below
 
 
-def _face(axis: int, index: int, step: int = 1) -> tuple:
-    """The index of one face of bricks' samples on their step-``step`` lattice: sample ``index`` along ``axis``,
-    every ``step``-th along the other two."""
-    return tuple(index if a == axis else slice(None, None, step) for a in range(3))
+def _face(axis: int, index: int) -> tuple:
+    """The index of one face of bricks' samples, ``index`` along ``axis``, all along the other two axes."""
+    return tuple(index if a == axis else slice(None) for a in range(3))
 
 
 def _evaluate_where(storage: BrickStorage, evaluate: Evaluator, rows: np.ndarray, mask: np.ndarray,
@@ -728,8 +728,8 @@ def _evaluate_where(storage: BrickStorage, evaluate: Evaluator, rows: np.ndarray
 def _follow_surface(storage: BrickStorage, rows: np.ndarray, evaluate: Evaluator) -> np.ndarray:
     """Evaluate the unknown corners of every grid cell whose known corners change sign, in bricks ``rows`` (those
     the last split asked samples of), then carry known samples of brick faces crossed by the surface into the
-    neighbouring bricks, until nothing new appears. Only bricks whose samples changed are looked at again;
-    returns every row that gained samples."""
+    neighbouring bricks, until nothing new appears. Only bricks whose samples changed are looked at again.
+    Returns the rows samples were carried into: every brick evaluated in is among them or ``rows``."""
     level = storage.level
     gained = [np.zeros(0, np.int64)]
     work = rows[_unsettled_cells(storage.values[rows], level).any(axis=(1, 2, 3))]
