@@ -335,7 +335,7 @@ def adaptive_field(fn: LogitFn, grid: Grid, level: float, batch_size: int, progr
         rows = _evaluate_children(storage, rows, evaluate, reach, step)
     slopes, surface = _brick_slopes(storage, 2, evaluate, surface)
     rows = _evaluate_grid_samples(storage, rows, evaluate, slopes, spacing)
-    storage.keep(np.union1d(rows, _follow_surface(storage, rows, evaluate)))
+    storage.keep(_follow_surface(storage, rows, evaluate))
     return Field(grid, storage, evaluate.points_evaluated, evaluate.lowest, evaluate.highest)
 
 
@@ -410,8 +410,8 @@ def _corner_reach(corners: np.ndarray, level: float, reach: tuple[float, float])
     for a, b in EDGES:
         np.fmax(steepest, np.abs(real[a] - real[b]), out=steepest)          # fmax: NaN (the pad) loses
     local = steepest * np.float32(SAFETY * math.sqrt(3) / 2)
-    reach = np.where(corners > level, np.maximum(local, np.float32(reach[0])), np.maximum(local, np.float32(reach[1])))
-    return np.where(off_pad, reach, np.float32(np.inf))
+    inside, outside = np.maximum(local, np.float32(reach[0])), np.maximum(local, np.float32(reach[1]))
+    return np.where(off_pad, np.where(corners > level, inside, outside), np.float32(np.inf))
 
 
 def _near_corners(corners: np.ndarray, level: float, reach: np.ndarray) -> np.ndarray:
@@ -596,11 +596,8 @@ def _evaluate_children(storage: BrickStorage, rows: np.ndarray, evaluate: Evalua
         near = _near_corners(corners, level, _corner_reach(corners, level, reach))
         for c, (dx, dy, dz) in enumerate(CORNERS):
             children[n[near[c]], i[near[c]], dx, j[near[c]], dy, k[near[c]], dz] = True
-    split = children.reshape(len(rows), -1).any(axis=1)
-    rows, children = rows[split], children[split]
-    need = _corners_of(children.reshape(len(rows), 2 * m, 2 * m, 2 * m))
-    _evaluate_once(storage, evaluate, rows, need & np.isnan(storage.values[rows, ::step, ::step, ::step]), step)
-    return rows
+    return _evaluate_once(storage, evaluate, rows, _corners_of(children.reshape(len(rows), 2 * m, 2 * m, 2 * m)),
+                          step)
 
 
 def _evaluate_grid_samples(storage: BrickStorage, rows: np.ndarray, evaluate: Evaluator,
@@ -636,11 +633,7 @@ def _evaluate_grid_samples(storage: BrickStorage, rows: np.ndarray, evaluate: Ev
             allowed &= distance[c] <= OFFSET_DISTANCES[:, c, None]
         offset, cell = np.nonzero(allowed)
         some.reshape(-1)[at[cell] + OFFSETS_FLAT[offset]] = True
-    need = _samples_of(whole) | some
-    asked = need.reshape(len(rows), -1).any(axis=1)
-    rows, need = rows[asked], need[asked]
-    _evaluate_once(storage, evaluate, rows, need & np.isnan(storage.values[rows]), 1)
-    return rows
+    return _evaluate_once(storage, evaluate, rows, _samples_of(whole) | some, 1)
 
 
 def _samples_of(cells: np.ndarray) -> np.ndarray:
@@ -659,16 +652,20 @@ def _samples_of(cells: np.ndarray) -> np.ndarray:
     return cells
 
 
-def _evaluate_once(storage: BrickStorage, evaluate: Evaluator, rows: np.ndarray, mask: np.ndarray, step: int) -> None:
-    """Evaluate the samples ``mask (K, a, b, c)`` marks on the step-``step`` lattices of bricks ``rows (K,)``, each
-    grid sample once although neighbouring bricks both hold the samples of their common face: a marked sample on
-    a face shared with the brick just below, if that is among ``rows``, is handed to it (along x, then y, then
-    z, so that a sample shared by up to eight bricks ends in one), evaluated there, and its value carried back
-    the same way."""
+def _evaluate_once(storage: BrickStorage, evaluate: Evaluator, rows: np.ndarray, need: np.ndarray,
+                   step: int) -> np.ndarray:
+    """Evaluate the samples ``need (K, a, b, c)`` marks on the step-``step`` lattices of bricks ``rows (K,)`` that
+    are not known yet, each grid sample once although neighbouring bricks both hold the samples of their common
+    face: a marked sample on a face shared with the brick just below, if that asks too, is handed to it (along
+    x, then y, then z, so that a sample shared by up to eight bricks ends in one), evaluated there, and its
+    value carried back the same way. Returns the rows that ask for any sample, known or not: the others have
+    no cell at this step with all its corners."""
+    asked = need.reshape(len(rows), -1).any(axis=1)
+    rows = rows[asked]
+    mask = need[asked] & np.isnan(storage.values[rows, ::step, ::step, ::step])      # a fresh array, C order
     below = _bricks_below(storage, rows)
     m = mask.shape[1]
-    mask = np.ascontiguousarray(mask)                               # flat_mask must be a view of it
-    flat_mask, flat_values = mask.reshape(-1), storage.values.reshape(-1)
+    flat_mask, flat_values = mask.reshape(-1), storage.values.reshape(-1)          # views: writes reach them
     in_mask, in_brick = np.array([m * m, m, 1]), np.array([SIZE * SIZE, SIZE, 1]) * step
     handed = []
     for axis in range(3):
@@ -686,6 +683,7 @@ def _evaluate_once(storage: BrickStorage, evaluate: Evaluator, rows: np.ndarray,
     _evaluate_where(storage, evaluate, rows, mask, step)
     for ours, theirs in handed[::-1]:                              # back along the way the samples were handed
         flat_values[ours] = flat_values[theirs]
+    return rows
 
 
 def _bricks_below(storage: BrickStorage, rows: np.ndarray) -> np.ndarray:
@@ -729,9 +727,9 @@ def _follow_surface(storage: BrickStorage, rows: np.ndarray, evaluate: Evaluator
     """Evaluate the unknown corners of every grid cell whose known corners change sign, in bricks ``rows`` (those
     the last split asked samples of), then carry known samples of brick faces crossed by the surface into the
     neighbouring bricks, until nothing new appears. Only bricks whose samples changed are looked at again.
-    Returns the rows samples were carried into: every brick evaluated in is among them or ``rows``."""
+    Returns ``rows`` and the rows samples were carried into: every brick that holds a grid sample since."""
     level = storage.level
-    gained = [np.zeros(0, np.int64)]
+    gained = [rows]
     work = rows[_unsettled_cells(storage.values[rows], level).any(axis=(1, 2, 3))]
     while len(rows):
         changed = [rows]
