@@ -171,7 +171,13 @@ def test_adaptive_evaluates_a_small_fraction_and_stores_no_grid_sized_array():
     assert field.storage.table.size * BRICK**3 >= grid.num_points  # the table alone is grid / 4096 entries
 
 
-def test_a_sample_that_neighbouring_bricks_share_is_evaluated_once():
+@pytest.fixture(scope="module")
+def demo_dense_129():
+    """The demo field's dense mesh at 129^3 over BOX (the reference two tests compare with)."""
+    return extract_mesh(dense_field(demo, Grid.from_bounds(*BOX, 129), 1 << 16), 0.0)
+
+
+def test_a_sample_that_neighbouring_bricks_share_is_evaluated_once(demo_dense_129):
     """Bricks hold the samples of their common faces twice; each is evaluated once and reaches every brick that
     asked (before: 20 % of the evaluations were repeats). Only following the surface may repeat a few."""
     grid = Grid.from_bounds(*BOX, 129)
@@ -185,11 +191,10 @@ def test_a_sample_that_neighbouring_bricks_share_is_evaluated_once():
     index = np.concatenate(seen)
     repeats = len(index) - len(np.unique(index, axis=0))
     assert repeats < 0.005 * len(index)
-    mesh, dense = extract_mesh(field, 0.0), extract_mesh(dense_field(demo, grid, 1 << 16), 0.0)
-    assert mesh_difference(mesh, dense) == (0, 0)
+    assert mesh_difference(extract_mesh(field, 0.0), demo_dense_129) == (0, 0)
 
 
-def test_each_level_looks_only_at_bricks_split_above_and_empty_bricks_are_not_marched(monkeypatch):
+def test_each_level_looks_only_at_bricks_split_above_and_empty_bricks_are_not_marched(monkeypatch, demo_dense_129):
     """Most bricks the coarse rule allocates hold no surface; the grid level looks only at bricks where the level
     above split a cell, and the bricks dropped before marching cubes are exactly ones with no cell to mesh (all
     eight corners known, not all on one side). The mesh is dense's."""
@@ -214,7 +219,7 @@ def test_each_level_looks_only_at_bricks_split_above_and_empty_bricks_are_not_ma
     (dropped, meshable_dropped, meshable), = dropped_meshable
     assert rows < 0.7 * allocated and dropped > 0.3 * allocated
     assert meshable_dropped == 0 and 0 < meshable <= field.storage.count
-    assert mesh_difference(extract_mesh(field, 0.0), extract_mesh(dense_field(demo, grid, 1 << 16), 0.0)) == (0, 0)
+    assert mesh_difference(extract_mesh(field, 0.0), demo_dense_129) == (0, 0)
 
 
 def test_keeping_bricks_moves_them_to_the_front_and_forgets_the_rest():

@@ -17,7 +17,7 @@ import trimesh
 from conftest import BIN, DEMO_ONNX, run_cli, run_installed
 from onnx import TensorProto, helper
 from test_cli import assert_clean_failure
-from test_session import INFO, sphere_model
+from test_session import INFO, save_model, sphere_model
 
 from occnet.runtime.contract import Architecture, ModelInfo
 
@@ -251,10 +251,7 @@ def graph_model(path, nodes, initializers=(), metadata=INFO.to_metadata()):
     graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("points", TensorProto.FLOAT, ["N", 3])],
                               [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["M"])],
                               list(initializers))
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)], ir_version=10)
-    helper.set_model_props(model, metadata)
-    path.write_bytes(model.SerializeToString())
-    return path
+    return save_model(path, graph, metadata)
 
 
 X = [helper.make_node("Slice", ["points", "zero", "one", "one"], ["x2"]),

@@ -11,10 +11,18 @@ from occnet.runtime.session import OccupancyModel
 INFO = ModelInfo((-1.0, -1.0, -1.0), (1.0, 1.0, 1.0), Architecture())
 
 
+def save_model(path, graph, metadata):
+    """Write ``graph`` with ``metadata`` as an ONNX model at opset 18 and IR version 10, as occ-export writes (the
+    newest onnx's default IR is refused by older onnxruntimes, 1.30 among them); returns ``path``."""
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)], ir_version=10)
+    helper.set_model_props(model, metadata)
+    onnx.save(model, path)
+    return path
+
+
 def sphere_model(path, *, input_name="points", output_name="logits", in_dims=("N", 3), out_dims=("N",),
                  metadata=INFO.to_metadata()):
-    """A hand-built ONNX graph: logits = 0.5 - |p|^2 (a sphere), with chosen names, shapes, metadata; IR version
-    10, as occ-export writes (the newest onnx's default is refused by older onnxruntimes, 1.30 among them)."""
+    """A hand-built ONNX graph: logits = 0.5 - |p|^2 (a sphere), with chosen names, shapes, metadata."""
     nodes = [helper.make_node("Mul", [input_name, input_name], ["sq"]),
              helper.make_node("ReduceSum", ["sq", "axes"], ["r2"], keepdims=0),
              helper.make_node("Sub", ["half", "r2"], [output_name])]
@@ -24,10 +32,7 @@ def sphere_model(path, *, input_name="points", output_name="logits", in_dims=("N
         [helper.make_tensor_value_info(output_name, TensorProto.FLOAT, list(out_dims))],
         [helper.make_tensor("axes", TensorProto.INT64, [1], [1]),
          helper.make_tensor("half", TensorProto.FLOAT, [], [0.5])])
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)], ir_version=10)
-    helper.set_model_props(model, metadata)
-    onnx.save(model, path)
-    return path
+    return save_model(path, graph, metadata)
 
 
 def test_a_model_that_fits_loads_and_evaluates(tmp_path):
