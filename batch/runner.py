@@ -21,6 +21,7 @@ from occnet.batch.summary import plot_summary, read_summary, write_summary
 from occnet.runtime import signals
 from occnet.runtime.errors import InputError, OutputError, first_line
 from occnet.runtime.files import check_writable, claimed_folder, write_bytes_atomic
+from occnet.runtime.machine import QUIET_THREADS
 
 MAX_RETRIES = 3
 """Times Ray runs a task again whose worker died."""
@@ -117,10 +118,13 @@ def run_batch(shapes: list[Shape], settings: BatchSettings, out_dir: str | Path,
 
 
 def _start(ray, address: str | None) -> None:
-    """Start Ray on this machine (``address`` None) or join the cluster at ``address``; its failure is one line."""
+    """Start Ray on this machine (``address`` None) or join the cluster at ``address``; its failure is one line.
+    Every worker's thread pools sleep when idle (:data:`~occnet.runtime.machine.QUIET_THREADS`): a task's
+    torch must not spin against the other tasks on its machine."""
     local = {} if address else {"include_dashboard": False}       # a cluster's own settings are its own
     try:
-        ray.init(address=address, logging_level=logging.ERROR, log_to_driver=False, **local)
+        ray.init(address=address, logging_level=logging.ERROR, log_to_driver=False,
+                 runtime_env={"env_vars": dict(QUIET_THREADS)}, **local)
     except Exception as exc:                # ConnectionError, RuntimeError, ValueError, ray's own errors
         where = f"reach the Ray cluster at {address}" if address else "start Ray on this machine"
         raise InputError(f"cannot {where}: {' '.join(str(exc).split())[:300]}") from None

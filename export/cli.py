@@ -27,6 +27,8 @@ def occ_export(
     report = export_checkpoint(checkpoint, output, opset, verify)
     if report.replaced:
         typer.echo(f"note: replaced the existing {output}", err=True)
+    if report.warning:
+        typer.echo(f"warning: {report.warning}", err=True)
     a = report.agreement
     check = (f"against the network in float64 on {a.points:,} points: onnxruntime error {a.onnx_error:.2e}, "
              f"PyTorch float32 error {a.torch_error:.2e} (limit {ERROR_FACTOR:g}x), max |onnxruntime - "

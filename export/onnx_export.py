@@ -21,7 +21,7 @@ import numpy as np
 import onnx
 import torch
 
-from occnet.runtime.contract import INPUT_NAME, OUTPUT_NAME, ModelInfo, installed_version
+from occnet.runtime.contract import INPUT_NAME, LEARNED_IOU, OUTPUT_NAME, ModelInfo, installed_version
 from occnet.runtime.errors import OccNetError, OutputError, first_line
 from occnet.runtime.field import batched
 from occnet.runtime.files import atomic_path, check_output
@@ -69,13 +69,15 @@ class Agreement:
 
 @dataclass(frozen=True)
 class ExportReport:
-    """What :func:`export_checkpoint` wrote and how well it matched (None: not verified)."""
+    """What :func:`export_checkpoint` wrote and how well it matched (None: not verified); ``warning`` says
+    why the model may be useless although it was exported faithfully (None: no doubt)."""
 
     path: Path
     size_bytes: int
     opset: int
     agreement: Agreement | None
     replaced: bool
+    warning: str | None = None
 
 
 def check_export_output(checkpoint: Path, output: Path) -> bool:
@@ -107,7 +109,16 @@ def export_checkpoint(checkpoint: Path, output: Path, opset: int | None = None, 
     with atomic_path(output) as tmp:
         tmp.write_bytes(data)
         agreement = verify_model(model, tmp, verify_points, seed) if verify else None
-    return ExportReport(output, len(data), used_opset, agreement, replaced)
+    return ExportReport(output, len(data), used_opset, agreement, replaced, _untrained(ckpt.metrics))
+
+
+def _untrained(metrics: dict) -> str | None:
+    """A warning when the checkpoint's recorded validation IoU says its model has not learned the shape."""
+    iou = metrics.get("val_iou")
+    if isinstance(iou, (int, float)) and iou < LEARNED_IOU:
+        return (f"the checkpoint's validation IoU is {iou:.3f} (below {LEARNED_IOU:g}): its model has not "
+                "learned the shape and will mesh badly or not at all")
+    return None
 
 
 def to_onnx(model: OccNet, opset: int | None) -> onnx.ModelProto:

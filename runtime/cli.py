@@ -49,8 +49,8 @@ def occ_mesh(
     threshold: Threshold = DEFAULTS.threshold,
     batch_size: Annotated[int, typer.Option(help="Points per onnxruntime call.")] = DEFAULTS.batch_size,
     device: Annotated[Device, typer.Option(help="auto uses CUDA when onnxruntime has it.")] = Device.auto,
-    threads: Annotated[int, typer.Option(help="onnxruntime intra-op threads, at most the core count; "
-                       "0: its default.")] = 0,
+    threads: Annotated[int, typer.Option(help="onnxruntime intra-op threads, at most the cores this "
+                       "process may use; 0: all of them.")] = 0,
     largest_only: Annotated[bool, typer.Option(help="Keep only the largest connected component.")]
     = DEFAULTS.largest_only,
     min_faces: Annotated[int, typer.Option(help="Drop components with fewer faces.")] = DEFAULTS.min_faces,

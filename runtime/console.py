@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import importlib
+import os
 import re
 import signal
 import sys
@@ -15,14 +16,14 @@ import typer
 from occnet.runtime import signals
 from occnet.runtime.contract import DEVICES
 from occnet.runtime.errors import OccNetError
+from occnet.runtime.machine import thread_environment
 
 Device = Enum("Device", {name: name for name in DEVICES}, type=str)
 """``--device`` choices for every command."""
 
 EXIT_ERROR = 1
 EXIT_USAGE = 2
-EXIT_SIGNAL_BASE = 128
-"""An interrupted command exits with 128 + the signal number: 130 for Ctrl-C, 143 for SIGTERM."""
+EXIT_SIGNAL_BASE = signals.EXIT_SIGNAL_BASE
 _ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
 
 # Newer typer vendors click (typer._click), older typer uses click itself: reach its ClickException
@@ -53,9 +54,17 @@ def run_app(app: typer.Typer, prog: str, args: list[str] | None = None, extra: s
 
     ``needs`` are modules of the optional ``extra`` the command cannot start without; they are imported
     here, after the signal handlers, so that a missing one is one line naming the extra and a Ctrl-C during
-    their (seconds-long) import is an interruption like any other.
+    their (seconds-long) import is an interruption like any other. Before any of them loads, the process
+    takes :func:`~occnet.runtime.machine.thread_environment`: thread pools that sleep when idle, sized to the
+    cores it may use, so a busy machine slows the command by its fair share and no more.
     """
-    signals.install()
+    os.environ.update(thread_environment())
+    with signals.handled():
+        _run(app, prog, args, extra, needs)
+
+
+def _run(app: typer.Typer, prog: str, args: list[str] | None, extra: str, needs: tuple[str, ...]) -> None:
+    """:func:`run_app` with the signal handlers in place."""
     command = typer.main.get_command(app)
     detail, error, code, interrupted = "", None, EXIT_ERROR, False
     try:

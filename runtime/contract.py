@@ -39,6 +39,10 @@ LIMITS = {"hidden_size": 1024, "hidden_layers": 32, "fourier_features": 1024}
 that would exhaust memory when a crafted file asks for them."""
 MAX_COORDINATE = 1e30
 """Largest |bound| accepted: grid coordinates must stay finite in float32 (max 3.4e38) with room to spare."""
+LEARNED_IOU = 0.5
+"""Validation IoU below which a trained model has not learned its shape: occ-train fails such a run and
+occ-export warns on its checkpoint. Every shape of the quality suite scores 0.9 or more after training; an
+untrained network scores 0 (all outside) or the inside share of the points (all inside)."""
 
 
 @dataclass(frozen=True)

@@ -20,7 +20,9 @@ class OccupancyModel:
 
     ``device='auto'`` takes CUDA when onnxruntime has it and it starts, else the CPU (``fallback`` says
     so when an installed CUDA provider failed to start); ``'cuda'`` that cannot be honoured raises
-    :class:`DeviceError`. ``threads=0`` lets onnxruntime choose.
+    :class:`DeviceError`. ``threads=0`` takes every core this process may use (:func:`available_cores`,
+    which heeds a container's CPU quota; onnxruntime's own choice counts the host's cores). Idle threads
+    sleep instead of spinning, so a busy machine slows the model by its fair share, not many times that.
     """
 
     def __init__(self, path: str | Path, device: str = "auto", threads: int = 0) -> None:
@@ -29,7 +31,7 @@ class OccupancyModel:
             raise InputError(f"device must be one of {', '.join(DEVICES)}, got {device!r}")
         cores = available_cores()
         if not 0 <= threads <= cores:
-            raise InputError(f"threads must lie in 0..{cores} (this machine's cores; 0: onnxruntime's choice), "
+            raise InputError(f"threads must lie in 0..{cores} (the cores this process may use; 0: all of them), "
                              f"got {threads}")
         if self.path.is_dir():
             raise InputError(f"{self.path} is a folder, not a model file")
@@ -44,8 +46,10 @@ class OccupancyModel:
 
     def _open(self, device: str, threads: int) -> ort.InferenceSession:
         options = ort.SessionOptions()
-        options.intra_op_num_threads = threads
+        options.intra_op_num_threads = threads or available_cores()
         options.inter_op_num_threads = 1
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        options.add_session_config_entry("session.inter_op.allow_spinning", "0")
         options.log_severity_level = 3
         want_cuda = device == "cuda" or (device == "auto" and CUDA in ort.get_available_providers())
         if device == "cuda" and CUDA not in ort.get_available_providers():

@@ -4,26 +4,60 @@ Libraries in the call stack (the ONNX exporter, onnxruntime, typer) sometimes ca
 and turn it into an error of their own, or swallow it. Recording the signal here lets the command report an
 interruption as one whatever came out of the stack, and lets :func:`occnet.runtime.files.atomic_path` refuse
 to rename a file into place after one.
+
+A signal that arrives while a module is being imported is held until the import is over: an exception
+raised inside an import leaves half-initialised modules behind (numpy's then recursed forever in its own
+``__getattr__``; onnxruntime's extension failed with "initialization failed"), and the traceback that
+followed replaced the one-line "interrupted". Imports take seconds at most, so the command still stops.
+One that lands where Python cannot raise (a finaliser) is raised again a moment later.
 """
 
 from __future__ import annotations
 
+import contextlib
 import signal
+import sys
+from collections.abc import Iterator
 
 HANDLED = (signal.SIGINT, signal.SIGTERM)
+EXIT_SIGNAL_BASE = 128
+"""An interrupted command exits with 128 + the signal number: 130 for Ctrl-C, 143 for SIGTERM."""
+POLL_SECONDS = 0.05
+"""How often a signal held during an import checks whether the import is over."""
+IMPORT_MACHINERY = ("<frozen importlib._bootstrap>", "<frozen importlib._bootstrap_external>")
 _received: int | None = None
+_depth = 0
 
 
-def install() -> None:
-    """Make SIGINT and SIGTERM raise ``KeyboardInterrupt`` once (cleanup runs) and remember which came."""
-    global _received
-    _received = None
-    for signum in HANDLED:
-        signal.signal(signum, _handle)
+@contextlib.contextmanager
+def handled() -> Iterator[None]:
+    """For the block: SIGINT and SIGTERM raise ``KeyboardInterrupt`` once (cleanup runs; held during imports)
+    and are remembered. The handlers and the record are the process's own again after the block: a library
+    call after an interrupted command starts clean. Nested blocks share the outermost one's record."""
+    global _received, _depth
+    saved = {signum: signal.getsignal(signum) for signum in (*HANDLED, signal.SIGALRM)}
+    saved_hook = sys.unraisablehook
+    if _depth == 0:
+        _received = None
+    _depth += 1
+    try:
+        for signum in HANDLED:
+            signal.signal(signum, _handle)
+        signal.signal(signal.SIGALRM, _retry)
+        sys.unraisablehook = _unraisable(saved_hook)
+        yield
+    finally:
+        _depth -= 1
+        if _depth == 0:
+            signal.setitimer(signal.ITIMER_REAL, 0)
+            _received = None
+        sys.unraisablehook = saved_hook
+        for signum, handler in saved.items():
+            signal.signal(signum, handler)
 
 
 def received() -> int | None:
-    """The first signal received since :func:`install`, or None."""
+    """The first signal received in the outermost :func:`handled` block running, or None."""
     return _received
 
 
@@ -37,4 +71,35 @@ def _handle(signum: int, frame) -> None:
     global _received
     if _received is None:              # a second signal during cleanup must not cut the cleanup short
         _received = signum
-        raise KeyboardInterrupt
+        _raise_unless_importing(frame)
+
+
+def _retry(signum: int, frame) -> None:
+    """SIGALRM, armed by a signal held during an import or swallowed where it landed: raise it again."""
+    if _received is not None:
+        _raise_unless_importing(frame)
+
+
+def _unraisable(default):
+    """A ``sys.unraisablehook`` for the block: our ``KeyboardInterrupt`` raised where Python cannot let an
+    exception out (a finaliser, a callback from C) would be printed as "Exception ignored" and lost; it is
+    raised again a moment later instead. Anything else goes to ``default``."""
+
+    def hook(unraisable) -> None:
+        if _received is not None and isinstance(unraisable.exc_value, KeyboardInterrupt):
+            signal.setitimer(signal.ITIMER_REAL, POLL_SECONDS)
+        else:
+            default(unraisable)
+
+    return hook
+
+
+def _raise_unless_importing(frame) -> None:
+    """Raise ``KeyboardInterrupt`` in the interrupted code, or look again in ``POLL_SECONDS`` while any frame
+    of the interrupted stack belongs to the import machinery."""
+    while frame is not None:
+        if frame.f_code.co_filename in IMPORT_MACHINERY:
+            signal.setitimer(signal.ITIMER_REAL, POLL_SECONDS)
+            return
+        frame = frame.f_back
+    raise KeyboardInterrupt

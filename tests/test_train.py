@@ -1,5 +1,4 @@
 import csv
-import time
 
 import numpy as np
 import pytest
@@ -7,31 +6,43 @@ import torch
 
 from occnet.runtime.contract import Architecture
 from occnet.runtime.errors import InputError
+from occnet.runtime.points import make_point_set
 from occnet.train.checkpoint import load_checkpoint
 from occnet.train.model import OccNet
-from occnet.train.sampling import SamplingConfig, load_points
-from occnet.train.trainer import TrainConfig, split, train
+from occnet.train.trainer import (
+    EpochMetrics,
+    RunFiles,
+    TrainConfig,
+    TrainResult,
+    UntrainedError,
+    _check_learned,
+    split,
+    train,
+)
 
 
 @pytest.fixture(scope="module")
 def small_data():
-    return load_points(None, SamplingConfig(num_points=6000), seed=0)
+    """A ball in the demo's box, 6,000 uniform points: learned in one epoch of ``quick`` (IoU 0.90)."""
+    points = np.random.default_rng(0).uniform(-0.55, 0.55, (6000, 3))
+    return make_point_set(points, (np.linalg.norm(points, axis=1) < 0.4).astype(np.float32), "ball",
+                          bounds=((-0.55,) * 3, (0.55,) * 3))
 
 
 def quick(**kwargs) -> TrainConfig:
-    return TrainConfig(**{"epochs": 3, "batch_size": 512, "device": "cpu", **kwargs})
+    return TrainConfig(**{"epochs": 3, "batch_size": 32, "lr": 1e-2, "device": "cpu", **kwargs})
 
 
 def test_run_writes_every_file_and_best_is_the_lowest_val_loss(trained_run):
     with open(trained_run / "metrics.csv") as handle:
         rows = list(csv.DictReader(handle))
     assert list(rows[0]) == ["epoch", "train_loss", "val_loss", "val_iou", "val_accuracy", "lr", "seconds"]
-    assert [int(r["epoch"]) for r in rows] == [1, 2, 3, 4]
+    assert [int(r["epoch"]) for r in rows] == list(range(1, 9))
     best = load_checkpoint(trained_run / "best.pt")
     losses = [float(r["val_loss"]) for r in rows]
     assert best.state["epoch"] == 1 + int(np.argmin(losses))
     assert best.metrics["val_loss"] == pytest.approx(min(losses), abs=1e-6)
-    assert load_checkpoint(trained_run / "last.pt").state["epoch"] == 4
+    assert load_checkpoint(trained_run / "last.pt").state["epoch"] == 8
     assert (trained_run / "loss.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert float(rows[-1]["train_loss"]) < float(rows[0]["train_loss"])
 
@@ -146,7 +157,7 @@ def test_fourier_encoding_trains_and_is_saved(small_data, tmp_path):
 @pytest.mark.parametrize("kwargs", [{"epochs": 0}, {"batch_size": 0}, {"lr": -1.0}, {"lr": float("nan")},
                                     {"val_fraction": 1.0}, {"val_fraction": 0.0}, {"device": "tpu"},
                                     {"hidden_size": 0}, {"encoding": "fourier"}, {"time_budget": 0.0},
-                                    {"time_budget": float("nan")}, {"patience": 0}])
+                                    {"time_budget": float("nan")}, {"patience": 0}, {"threads": 0}])
 def test_bad_options(kwargs):
     with pytest.raises(InputError):
         TrainConfig(**kwargs)
@@ -158,34 +169,71 @@ def test_out_dir_that_is_a_file(small_data, tmp_path):
         train(small_data, quick(), tmp_path / "f")
 
 
-def test_time_budget_plans_the_epochs_that_fit_and_fits_the_schedule_to_them(small_data, tmp_path):
-    result = train(small_data, quick(epochs=20, time_budget=1e-3), tmp_path / "tight")
-    assert [m.epoch for m in result.history] == [1] and "1 epochs fit" in result.stopped
-    steps = -(-int(len(small_data.points) * 0.8) // quick().batch_size)
-    saved = load_checkpoint(tmp_path / "tight" / "last.pt").state["scheduler"]["lr_lambdas"][0]
-    assert saved["total_steps"] == steps                  # the schedule fitted to 1 epoch, saved for --resume
-    with pytest.raises(InputError, match="finished the 1 epochs its time budget fitted"):
-        train(small_data, quick(epochs=20, time_budget=1e-3), tmp_path / "tight", resume=True)
-    extended = train(small_data, quick(epochs=30, time_budget=1e-3), tmp_path / "tight", resume=True)
+def test_time_budget_plans_the_epochs_before_training_and_the_plan_repeats_bit_for_bit(small_data, tmp_path):
+    tight = train(small_data, quick(epochs=20, time_budget=1e-3), tmp_path / "tight")   # spent before it starts
+    assert [m.epoch for m in tight.history] == [1]
+    assert "1 epochs planned by the time budget (0.001 s): --epochs 1 repeats this run" in tight.stopped
+    state = load_checkpoint(tmp_path / "tight" / "last.pt").state
+    assert state["config"]["epochs"] == 1 and state["config"]["time_budget"] == float("inf")
+    assert state["time_budget"] == 1e-3
+    repeated = train(small_data, quick(epochs=1), tmp_path / "repeated")
+    assert [m.val_loss for m in repeated.history] == [m.val_loss for m in tight.history]
+    a, b = (load_checkpoint(tmp_path / d / "best.pt").model_state for d in ("tight", "repeated"))
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    extended = train(small_data, quick(epochs=2), tmp_path / "tight", resume=True)   # a plain run now
     assert [m.epoch for m in extended.history] == [1, 2]
+    roomy = train(small_data, quick(epochs=2, time_budget=1e9), tmp_path / "roomy")   # never above --epochs
+    assert [m.epoch for m in roomy.history] == [1, 2] and "2 epochs planned" in roomy.stopped
 
 
-def test_no_time_budget_runs_every_epoch(small_data, tmp_path):
-    result = train(small_data, quick(epochs=3, time_budget=float("inf")), tmp_path)
+def test_without_a_time_budget_every_epoch_runs(small_data, tmp_path):
+    result = train(small_data, quick(epochs=3), tmp_path)
     assert [m.epoch for m in result.history] == [1, 2, 3] and result.stopped == "3 epochs"
+    assert "time_budget" not in load_checkpoint(tmp_path / "last.pt").state
 
 
-def test_time_budget_spent_stops_the_run(small_data, tmp_path):
-    def slow_second_epoch(row):
-        if row.epoch == 2:
-            time.sleep(4.0)
+def test_a_run_that_learned_nothing_fails_and_keeps_its_files(small_data, tmp_path):
+    with pytest.raises(UntrainedError, match=r"did not learn the shape: best.pt \(epoch \d of 2\) has validation "
+                       r"IoU 0.\d+ \(at least 0.5 needed\); train longer \(--epochs\)") as failed:
+        train(small_data, quick(epochs=2, lr=1e-30), tmp_path)                          # weights never move
+    assert len(failed.value.result.history) == 2
+    assert {p.name for p in tmp_path.iterdir()} == {"best.pt", "last.pt", "metrics.csv", "loss.png"}
 
-    result = train(small_data, quick(epochs=100, time_budget=4.0), tmp_path, on_epoch=slow_second_epoch)
-    assert [m.epoch for m in result.history] == [1, 2] and result.stopped == "time budget (4 s) spent"
+
+@pytest.mark.parametrize("iou,accuracy,inside,learned", [(0.9, 0.95, 0.3, True), (0.49, 0.99, 0.3, False),
+                                                        (0.85, 0.85, 0.85, False), (0.85, 0.85, 0.15, False),
+                                                        (0.86, 0.86, 0.85, True)])
+def test_learning_means_an_iou_floor_and_beating_the_all_inside_and_all_outside_guesses(iou, accuracy, inside,
+                                                                                         learned, tmp_path):
+    row = EpochMetrics(1, 0.1, 0.1, iou, accuracy, 1e-3, 1.0)
+    result = TrainResult([row], row, RunFiles.in_folder(tmp_path), 1.0, "1 epochs")
+    if learned:
+        _check_learned(result, inside)
+    else:
+        with pytest.raises(UntrainedError, match="IoU" if iou < 0.5 else "no better than calling every point"):
+            _check_learned(result, inside)
+
+
+def test_training_threads_are_an_option_of_the_run_and_the_callers_count_comes_back(small_data, tmp_path):
+    before = torch.get_num_threads()
+    seen = []
+    train(small_data, quick(epochs=1), tmp_path / "one", on_epoch=lambda row: seen.append(torch.get_num_threads()))
+    assert seen == [1] and torch.get_num_threads() == before
+    with pytest.raises(InputError, match="threads 4096 is more than the .* cores"):
+        train(small_data, quick(epochs=1, threads=4096), tmp_path / "many")
+    assert torch.get_num_threads() == before
+
+
+def test_training_leaves_the_global_random_generator_alone(small_data, tmp_path):
+    state = torch.get_rng_state()
+    train(small_data, quick(epochs=1), tmp_path)
+    assert torch.equal(torch.get_rng_state(), state)
 
 
 def test_patience_stops_a_run_that_no_longer_improves(small_data, tmp_path):
-    frozen = train(small_data, quick(epochs=10, lr=1e-30, patience=2), tmp_path / "frozen")  # weights never move
+    with pytest.raises(UntrainedError) as failed:                        # weights never move
+        train(small_data, quick(epochs=10, lr=1e-30, patience=2), tmp_path / "frozen")
+    frozen = failed.value.result
     assert [m.epoch for m in frozen.history] == [1, 2, 3, 4, 5]          # not before half of the schedule
     assert frozen.stopped == "no better validation loss for 2 epochs"
     learning = train(small_data, quick(epochs=3, patience=2), tmp_path / "learning")

@@ -42,6 +42,7 @@ def occ_train(
     device: opt.TrainDevice = Device.auto,
     time_budget: opt.TimeBudget = TRAIN_DEFAULTS.time_budget,
     patience: opt.Patience = TRAIN_DEFAULTS.patience,
+    threads: opt.Threads = TRAIN_DEFAULTS.threads,
     resume: Annotated[Optional[Path], typer.Option(help="Continue the run in this folder from last.pt, "
                       "with the options and data it recorded (--epochs N extends it to N epochs).")] = None,
     force: Annotated[bool, typer.Option(help="Replace a previous run in --out-dir.")] = False,

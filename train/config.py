@@ -9,18 +9,25 @@ from dataclasses import dataclass
 from occnet.runtime.contract import DEVICES, Architecture
 from occnet.runtime.errors import InputError
 
+DEFAULT_EPOCHS = 200
+"""Epochs of a default run: counted work, so the same inputs give the same model on any machine. Chosen on the
+quality suite by its worst shape (benchmarks/bench_quality.py; the README has the table)."""
+
 
 @dataclass(frozen=True)
 class TrainConfig:
-    """Training options. The network defaults to the seed's (64 wide, 4 hidden layers). By default the time
-    budget decides how long to train (``epochs`` is an upper bound): on the quality suite that beat 60 fixed
-    epochs in the worst case (1.24x against 1.62x the sampling floor). Training stops after
-    ``epochs``, when ``time_budget`` seconds (sampling included, see :func:`~occnet.train.trainer.fit`) would
-    run out — the learning-rate schedule is fitted to the epochs that fit — or after ``patience`` epochs
-    without a better validation loss in the second half of the schedule (in the first, the learning rate is
-    still high and the loss noisy), whichever comes first."""
+    """Training options. The network defaults to the seed's (64 wide, 4 hidden layers). A run is a function
+    of its data, these options and the seed, never of the machine's load: it trains ``epochs`` epochs (the
+    learning-rate schedule fitted to them), or stops sooner after ``patience`` epochs without a better
+    validation loss in the second half of the schedule (in the first, the learning rate is still high and
+    the loss noisy). A finite ``time_budget`` (seconds, sampling included) is opt-in: it lowers ``epochs``
+    once, before training, to what fits (see :func:`~occnet.train.trainer.plan_epochs`). ``threads`` are
+    PyTorch's CPU threads: the weights depend on their number (float sums split differently), so it is an
+    option of the run. One is the fastest for the seed's network on 2 cores, quiet (0.27 s an epoch against
+    0.49 s for two sleeping threads) or beside 4 busy processes (0.75 s against 3.0 s); wider networks gain
+    from more (256 wide: 2.65 s against 1.8 s for two)."""
 
-    epochs: int = 1000
+    epochs: int = DEFAULT_EPOCHS
     batch_size: int = 1024
     lr: float = 3e-3
     hidden_size: int = 64
@@ -31,8 +38,9 @@ class TrainConfig:
     val_fraction: float = 0.2
     seed: int = 0
     device: str = "auto"
-    time_budget: float = 60.0
+    time_budget: float = math.inf
     patience: int = 15
+    threads: int = 1
 
     def __post_init__(self) -> None:
         if self.epochs < 1:
@@ -49,6 +57,8 @@ class TrainConfig:
             raise InputError(f"time budget must be a positive number of seconds, got {self.time_budget}")
         if self.patience < 1:
             raise InputError(f"patience must be >= 1, got {self.patience}")
+        if self.threads < 1:
+            raise InputError(f"threads must be >= 1, got {self.threads}")
         if not 0 <= self.seed < 2**63:
             raise InputError(f"seed must lie in 0..2**63-1, got {self.seed}")
         try:

@@ -15,7 +15,7 @@ from occnet.train.config import SamplingConfig, TrainConfig
 
 Encoding = Enum("Encoding", {name: name for name in ENCODINGS}, type=str)
 
-Epochs = Annotated[int, typer.Option(help="Passes over the training points (an upper bound under --time-budget); "
+Epochs = Annotated[int, typer.Option(help="Passes over the training points (the schedule is fitted to them); "
                                      "with --resume, the total to extend the run to.")]
 BatchSize = Annotated[int, typer.Option(help="Points per optimiser step.")]
 LearningRate = Annotated[float, typer.Option(help="Peak learning rate (warm-up, then cosine decay).")]
@@ -30,16 +30,20 @@ NearFraction = Annotated[float, typer.Option(help="Share of sampled points drawn
 NearSigma = Annotated[float, typer.Option(help="Spread of near-surface points, x longest side.")]
 Seed = Annotated[int, typer.Option(help="Seed for sampling, split, initialisation and shuffling (>= 0).")]
 TrainDevice = Annotated[Device, typer.Option(help="auto uses CUDA when PyTorch sees a GPU.")]
-TimeBudget = Annotated[float, typer.Option(help="Seconds for sampling and training (inf: none); the "
-                                           "learning-rate schedule is fitted to the epochs that fit.")]
+TimeBudget = Annotated[float, typer.Option(help="Seconds for sampling and training (default inf: none): "
+                                           "lowers --epochs, before training, to the epochs that fit; the run "
+                                           "reports them, so --epochs repeats it on any machine.")]
+Threads = Annotated[int, typer.Option(help="PyTorch CPU threads, at most the cores this process may use; the "
+                                      "weights depend on the number (1 is fastest for the default network).")]
 Patience = Annotated[int, typer.Option(help="Stop after this many epochs without a better validation loss.")]
 
 
 def configs(values: dict) -> tuple[TrainConfig, SamplingConfig]:
-    """The training and sampling records from a command's option values (``typer.Context.params``); the
-    Fourier options count only with ``--encoding fourier``."""
+    """The training and sampling records from a command's option values (``typer.Context.params``; a field
+    the command has no option for keeps its default); the Fourier options count only with ``--encoding
+    fourier``."""
     plain = {name: value.value if isinstance(value, Enum) else value for name, value in values.items()}
     if plain["encoding"] != "fourier":
         plain["fourier_features"], plain["fourier_scale"] = 0, 0.0
-    return (TrainConfig(**{f.name: plain[f.name] for f in fields(TrainConfig)}),
+    return (TrainConfig(**{f.name: plain[f.name] for f in fields(TrainConfig) if f.name in plain}),
             SamplingConfig(**{f.name: plain[f.name] for f in fields(SamplingConfig) if f.name in plain}))

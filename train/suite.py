@@ -30,7 +30,9 @@ class SuiteShape:
 
 
 def quality_suite(seed: int = 0) -> dict[str, SuiteShape]:
-    """The suite: name -> :class:`SuiteShape` (14 shapes, about 1 s to build)."""
+    """The suite: name -> :class:`SuiteShape` (17 shapes, about 1 s to build). The last three are the kinds of
+    real part that fell short of the fit target before they were added: letters on several faces, 45-degree
+    faces, a thin floor."""
     rng = np.random.default_rng(seed)
     parts = cad_parts(seed)
     shapes = {
@@ -58,6 +60,12 @@ def quality_suite(seed: int = 0) -> dict[str, SuiteShape]:
                                       "one small (4% across)"),
         "elongated bar": SuiteShape(_turned(_sdf_mesh(_bar, (0.52, 0.04, 0.06)), rng), "a bar 20 times "
                                     "longer than it is wide"),
+        "lettered cube": SuiteShape(_turned(voxel_solid(_lettered_cube(), 1.0), rng), "a cube with a raised "
+                                    "letter on each of four faces, one voxel (3.1% of its side) high"),
+        "chamfered block": SuiteShape(_turned(_sdf_mesh(_chamfered, (0.42, 0.32, 0.22)), rng), "every edge "
+                                      "cut at 45 degrees: faces meeting at 135 degrees, triangular corners"),
+        "thin-floored pocket": SuiteShape(_turned(_sdf_mesh(_thin_floored_pocket, (0.52, 0.37, 0.035)), rng),
+                                          "a 5% plate with a pocket whose floor is 0.6% thick"),
     }
     return shapes
 
@@ -84,6 +92,21 @@ def _embossed_letters() -> np.ndarray:
         big = np.kron(bitmap, np.ones((2, 2), bool))                       # 10 x 10 voxels a letter
         plate[3 + 13 * k:13 + 13 * k, 3:13, 3] = big[::-1].T
     return plate
+
+
+def _lettered_cube() -> np.ndarray:
+    letters = {"E": ["11111", "10000", "11110", "10000", "11111"], "F": ["11111", "10000", "11110", "10000",
+               "10000"], "H": ["10001", "10001", "11111", "10001", "10001"], "T": ["11111", "00100", "00100",
+               "00100", "00100"]}
+    big = {k: np.kron(np.array([[ch == "1" for ch in row] for row in v]), np.ones((2, 2), bool))[::-1].T
+           for k, v in letters.items()}                                   # 10 x 10 voxels, [u, v] upright
+    cube = np.zeros((32, 32, 32), bool)
+    cube[1:31, 1:31, 1:31] = True
+    cube[11:21, 11:21, 31] = big["E"]                                       # top
+    cube[31, 11:21, 11:21] = big["F"]                                       # +x, read along y then z
+    cube[11:21, 0, 11:21] = big["H"]                                        # -y
+    cube[0, 11:21, 11:21] = big["T"][::-1]                                  # -x
+    return cube
 
 
 def _engraved_grooves() -> np.ndarray:
@@ -117,6 +140,21 @@ def _angled(p: np.ndarray) -> np.ndarray:
     block = _box(p, (0, 0, 0), (0.4, 0.25, 0.2), 0.0)
     slope = (p[:, 0] + p[:, 2] - 0.3) / np.sqrt(2)                    # a 45-degree cut off one top edge
     return np.maximum(block, slope)
+
+
+def _chamfered(p: np.ndarray) -> np.ndarray:
+    half, cut = np.array([0.4, 0.3, 0.2]), 0.07
+    block = _box(p, (0, 0, 0), half, 0.0)
+    q = np.abs(p)
+    for i, j in ((0, 1), (0, 2), (1, 2)):                 # a 45-degree plane across each of the 12 edges
+        block = np.maximum(block, (q[:, i] + q[:, j] - (half[i] + half[j] - cut)) / np.sqrt(2))
+    return block
+
+
+def _thin_floored_pocket(p: np.ndarray) -> np.ndarray:
+    plate = _box(p, (0, 0, 0), (0.5, 0.35, 0.025), 0.0)
+    pocket = _box(p, (0.05, 0, 0.028), (0.28, 0.18, 0.047), 0.04)           # from above z = -0.019: floor 0.006
+    return np.maximum(plate, -pocket)
 
 
 def _rod(p: np.ndarray) -> np.ndarray:

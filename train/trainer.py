@@ -9,22 +9,24 @@ file is replaced atomically, so killing the run at any moment loses at most the 
 from __future__ import annotations
 
 import contextlib
+import copy
 import csv
 import io
 import math
 import platform
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 
 import numpy as np
 import torch
 from torch.nn import functional as F
 
-from occnet.runtime.contract import installed_version
+from occnet.runtime.contract import LEARNED_IOU, installed_version
 from occnet.runtime.errors import InputError, OccNetError
 from occnet.runtime.files import check_writable, claimed_folder, write_bytes_atomic
+from occnet.runtime.machine import available_cores
 from occnet.runtime.points import PointSet, iou
 from occnet.train.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from occnet.train.config import TrainConfig
@@ -76,6 +78,15 @@ class DivergedError(OccNetError):
     """The loss became NaN or infinite; the files of the last finite epoch are kept."""
 
 
+class UntrainedError(OccNetError):
+    """The run finished but best.pt has not learned the shape (see :func:`_check_learned`); ``result`` is the
+    run, whose files are kept."""
+
+    def __init__(self, message: str, result: TrainResult) -> None:
+        super().__init__(message)
+        self.result = result
+
+
 def resolve_device(name: str) -> torch.device:
     """``auto`` -> CUDA when PyTorch sees a GPU, else CPU; ``cuda`` without one is an error."""
     if name == "cuda" and not torch.cuda.is_available():
@@ -97,6 +108,17 @@ def claim_run(out_dir: Path, resume: bool, force: bool) -> Iterator[RunFiles]:
             raise InputError(f"{files.out_dir} already holds a run ({files.best.name}); continue it with "
                              f"--resume {files.out_dir} or replace it with --force")
         yield files
+
+
+@contextlib.contextmanager
+def torch_threads(count: int) -> Iterator[None]:
+    """PyTorch's intra-op CPU threads set to ``count`` for the block, and the caller's count restored after."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(count)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def split(n: int, val_fraction: float, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -137,13 +159,26 @@ def train(data: PointSet, config: TrainConfig, out_dir: Path, *, resume: bool = 
 
 def fit(data: PointSet, config: TrainConfig, files: RunFiles, *, resume: bool = False, extra: dict | None = None,
         on_epoch: Callable[[EpochMetrics], None] | None = None, started: float | None = None) -> TrainResult:
-    """The training loop of :func:`train`, in a run folder already claimed. ``config.time_budget`` counts from
-    ``started`` (a ``time.perf_counter()`` reading, e.g. before sampling; default: now): after the first epoch
-    the run plans the epochs that fit and fits its learning-rate schedule to them. Raises
-    :class:`DivergedError` (keeping the files of the last good epoch) when the loss stops being finite."""
+    """The training loop of :func:`train`, in a run folder already claimed. The run is a function of the data,
+    the options and the seed: the same ones give the same weights however busy the machine is. A finite
+    ``config.time_budget`` (counted from ``started``, a ``time.perf_counter()`` reading taken e.g. before
+    sampling; default: now) only chooses the number of epochs, once, before training (see
+    :func:`plan_epochs`); the run then is, and records itself as, a run of that many epochs.
+
+    Raises :class:`DivergedError` (keeping the files of the last good epoch) when the loss stops being finite,
+    and :class:`UntrainedError` (keeping every file) when best.pt has not learned the shape."""
     started = time.perf_counter() if started is None else started
     device = resolve_device(config.device)
-    torch.manual_seed(config.seed)
+    cores = available_cores()
+    if config.threads > cores:
+        raise InputError(f"threads {config.threads} is more than the {cores} cores this process may use")
+    with torch_threads(config.threads):
+        return _fit(data, config, files, device, resume, extra, on_epoch, started)
+
+
+def _fit(data: PointSet, config: TrainConfig, files: RunFiles, device: torch.device, resume: bool,
+         extra: dict | None, on_epoch: Callable[[EpochMetrics], None] | None, started: float) -> TrainResult:
+    """:func:`fit` once its thread count is set."""
 
     origin = tuple(float(v) for v in (np.asarray(data.bounds_min) + np.asarray(data.bounds_max)) / 2)
     points = torch.from_numpy((data.points - np.asarray(origin)).astype(np.float32))   # float64 subtraction
@@ -152,32 +187,29 @@ def fit(data: PointSet, config: TrainConfig, files: RunFiles, *, resume: bool = 
     x_train, y_train = points[train_idx].to(device), labels[train_idx].to(device)
     x_val, y_val = points[val_idx].to(device), labels[val_idx].to(device)
 
-    model = OccNet(config.architecture, data.bounds_min, data.bounds_max, origin, config.seed).to(device)
+    with torch.random.fork_rng(devices=[]):         # the seed fixes the initial weights, not the caller's RNG
+        torch.manual_seed(config.seed)
+        model = OccNet(config.architecture, data.bounds_min, data.bounds_max, origin, config.seed).to(device)
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, fused=True)
+    budget = None
+    if not resume and math.isfinite(config.time_budget):
+        budget = config.time_budget
+        config = replace(config, epochs=plan_epochs(config, model, x_train, y_train, x_val, y_val, started),
+                         time_budget=math.inf)
     steps_per_epoch = math.ceil(len(x_train) / config.batch_size)
-    schedule = WarmupCosine(config.epochs * steps_per_epoch)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, WarmupCosine(config.epochs * steps_per_epoch))
     shuffler = torch.Generator().manual_seed(config.seed + 1)
     history: list[EpochMetrics] = []
     first_epoch = 1
     if resume:
-        first_epoch, recorded_epochs = _restore(files.last, config, data, model, optimizer, scheduler, shuffler,
-                                                history)
+        first_epoch = _restore(files.last, config, data, model, optimizer, scheduler, shuffler, history)
 
     record = {"config": asdict(config), "data_source": data.source, "data_sha256": data.sha256,
               "architecture": asdict(config.architecture), "bounds_min": list(data.bounds_min),
               "bounds_max": list(data.bounds_max), "origin": list(origin), "versions": versions(),
-              **(extra or {})}
+              **({"time_budget": budget} if budget is not None else {}), **(extra or {})}
     # a resumed run whose best.pt is gone writes a new one at its next epoch
     best_loss = min((m.val_loss for m in history), default=math.inf) if files.best.exists() else math.inf
-    planned = None                                            # epochs that fit the budget: known after one
-    if resume and config.epochs == recorded_epochs:          # an interrupted run keeps the plan it recorded
-        planned = schedule.total_steps // steps_per_epoch
-        if first_epoch > planned:
-            raise InputError(f"{files.last}: the run has finished the {planned} epochs its time budget fitted; "
-                             "--epochs must be larger to extend it")
-    elif resume:                                              # extended: planned anew for the new total
-        schedule.total_steps = config.epochs * steps_per_epoch
     stopped = f"{config.epochs} epochs"
     for epoch in range(first_epoch, config.epochs + 1):
         tick = time.perf_counter()
@@ -194,11 +226,6 @@ def fit(data: PointSet, config: TrainConfig, files: RunFiles, *, resume: bool = 
             scheduler.step()
             total.add_(loss.detach(), alpha=len(logits))
         val_loss, val_iou, val_acc = evaluate(model, x_val, y_val)
-        if planned is None:        # after the first epoch: the epochs that fit the budget (saved with the schedule)
-            spent, per_epoch = time.perf_counter() - started, time.perf_counter() - tick
-            fit_more = (config.time_budget - spent) // per_epoch if math.isfinite(config.time_budget) else math.inf
-            planned = int(max(epoch, min(config.epochs, epoch + fit_more)))
-            schedule.total_steps = planned * steps_per_epoch
         row = EpochMetrics(epoch, float(total) / len(xs), val_loss, val_iou, val_acc,
                            optimizer.param_groups[0]["lr"], round(time.perf_counter() - tick, 4))
         if not (math.isfinite(row.train_loss) and math.isfinite(row.val_loss)):
@@ -223,31 +250,66 @@ def fit(data: PointSet, config: TrainConfig, files: RunFiles, *, resume: bool = 
         write_metrics(history, files.metrics)
         if on_epoch:
             on_epoch(row)
-        reason = _early_stop(config, history, planned, time.perf_counter() - started)
-        if reason:
-            stopped = reason
+        if _out_of_patience(config, history):
+            stopped = f"no better validation loss for {config.patience} epochs"
             break
 
     plot_history(history, files.plot)
     best = min(history, key=lambda m: m.val_loss)
-    return TrainResult(history, best, files, time.perf_counter() - started, stopped)
+    if budget is not None:
+        stopped += f"; {config.epochs} epochs planned by the time budget ({budget:g} s): --epochs {config.epochs} " \
+                   "repeats this run"
+    result = TrainResult(history, best, files, time.perf_counter() - started, stopped)
+    _check_learned(result, float(y_val.float().mean()))
+    return result
 
 
-def _early_stop(config: TrainConfig, history: list[EpochMetrics], planned: int, elapsed: float) -> str | None:
-    """Why the run stops after its latest epoch, before ``config.epochs``: the epochs its budget fitted are
-    done, the budget is spent, or ``patience`` epochs in the second half of the schedule brought no better
-    validation loss; None to go on."""
+def plan_epochs(config: TrainConfig, model: OccNet, x_train: torch.Tensor, y_train: torch.Tensor,
+                x_val: torch.Tensor, y_val: torch.Tensor, started: float) -> int:
+    """The epochs that fit what is left of ``config.time_budget`` (at least 1, at most ``config.epochs``),
+    from the time of one trial epoch (training, validation and serialising its two checkpoints) on a copy of
+    the model, which is then thrown away: the run itself starts from the untouched weights with its schedule
+    fitted to the plan, exactly as a run given ``--epochs`` of the plan would."""
+    trial = copy.deepcopy(model)
+    optimizer = torch.optim.Adam(trial.parameters(), lr=config.lr, fused=True)
+    tick = time.perf_counter()
+    trial.train()
+    for start in range(0, len(x_train), config.batch_size):
+        loss = F.binary_cross_entropy_with_logits(trial(x_train[start:start + config.batch_size]),
+                                                  y_train[start:start + config.batch_size])
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+    evaluate(trial, x_val, y_val)
+    for _ in range(2):                                        # best.pt and last.pt
+        torch.save({"model": trial.state_dict(), "optimizer": optimizer.state_dict()}, io.BytesIO())
+    now = time.perf_counter()
+    left = config.time_budget - (now - started)
+    return int(max(1, min(config.epochs, left // (now - tick))))
+
+
+def _out_of_patience(config: TrainConfig, history: list[EpochMetrics]) -> bool:
+    """Whether ``patience`` epochs in the second half of the schedule brought no better validation loss (in
+    the first half the learning rate is still high and the loss noisy)."""
     epoch = history[-1].epoch
-    if epoch >= config.epochs:
-        return None                                           # the loop ends by itself
-    if epoch >= planned:
-        return f"time budget ({config.time_budget:g} s): {planned} epochs fit"
-    if elapsed > config.time_budget:
-        return f"time budget ({config.time_budget:g} s) spent"
     best = min(history, key=lambda m: m.val_loss).epoch
-    if epoch - best >= config.patience and 2 * epoch >= planned:
-        return f"no better validation loss for {config.patience} epochs"
-    return None
+    return epoch < config.epochs and epoch - best >= config.patience and 2 * epoch >= config.epochs
+
+
+def _check_learned(result: TrainResult, inside_share: float) -> None:
+    """Raise :class:`UntrainedError` when best.pt has not learned the shape: its validation IoU is below
+    :data:`~occnet.runtime.contract.LEARNED_IOU`, or it classifies the validation points no better than
+    calling them all inside or all outside (the larger of ``inside_share`` and its complement)."""
+    best, trivial = result.best, max(inside_share, 1.0 - inside_share)
+    if best.val_iou >= LEARNED_IOU and best.val_accuracy > trivial:
+        return
+    why = (f"validation IoU {best.val_iou:.3f} (at least {LEARNED_IOU:g} needed)" if best.val_iou < LEARNED_IOU
+           else f"validation accuracy {best.val_accuracy:.3f}, no better than calling every point "
+                f"{'inside' if inside_share > 0.5 else 'outside'} ({trivial:.3f})")
+    raise UntrainedError(f"the model did not learn the shape: best.pt (epoch {best.epoch} of "
+                         f"{len(result.history)}) has {why}; train longer (--epochs) or at another --lr, or check that "
+                         f"the data's labels mark the inside; the run's files are kept in {result.files.out_dir}",
+                         result)
 
 
 def run_options(run_dir: Path) -> dict:
@@ -263,8 +325,8 @@ def run_options(run_dir: Path) -> dict:
 
 class WarmupCosine:
     """LR factor per step: linear warm-up over ``warmup`` of ``total_steps``, then cosine decay to ``floor``.
-    ``total_steps`` may be changed as the run learns how many steps fit its time budget; being an attribute,
-    it is saved with the scheduler's state (``LambdaLR`` keeps a callable object's ``__dict__``)."""
+    An object rather than a closure so that ``LambdaLR`` saves its ``__dict__`` with the scheduler's state;
+    a run extended by ``--resume --epochs`` refits ``total_steps`` to its new total."""
 
     def __init__(self, total_steps: int, warmup: float = 0.05, floor: float = 0.01) -> None:
         self.total_steps, self.warmup, self.floor = total_steps, warmup, floor
@@ -278,9 +340,9 @@ class WarmupCosine:
 
 
 def _restore(path: Path, config: TrainConfig, data: PointSet, model, optimizer, scheduler, shuffler,
-             history: list[EpochMetrics]) -> tuple[int, int]:
-    """Load ``last.pt`` into the live objects; returns the epoch to continue from and the epochs the run was
-    started with."""
+             history: list[EpochMetrics]) -> int:
+    """Load ``last.pt`` into the live objects; returns the epoch to continue from. An extended run (a larger
+    ``config.epochs`` than recorded) fits its schedule to the new total; an interrupted one keeps its own."""
     state = load_checkpoint(path).state
     if "optimizer" not in state:
         raise CheckpointError(f"{path}: has no optimiser state to resume from")
@@ -293,10 +355,13 @@ def _restore(path: Path, config: TrainConfig, data: PointSet, model, optimizer, 
         raise InputError(f"{path}: was trained on other data ({state['data_source']})")
     model.load_state_dict(state["model"])
     optimizer.load_state_dict(state["optimizer"])
-    scheduler.load_state_dict(state["scheduler"])
+    total_steps = scheduler.lr_lambdas[0].total_steps          # fitted to config.epochs
+    scheduler.load_state_dict(state["scheduler"])              # the recorded schedule, total_steps included
+    if config.epochs != state["config"]["epochs"]:
+        scheduler.lr_lambdas[0].total_steps = total_steps
     shuffler.set_state(state["shuffler"])
     history.extend(EpochMetrics(**m) for m in state["history"])
-    return int(state["epoch"]) + 1, int(state["config"]["epochs"])
+    return int(state["epoch"]) + 1
 
 
 def write_metrics(history: list[EpochMetrics], path: Path) -> None:
