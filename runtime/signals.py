@@ -27,6 +27,8 @@ POLL_SECONDS = 0.05
 IMPORT_MACHINERY = ("<frozen importlib._bootstrap>", "<frozen importlib._bootstrap_external>")
 _received: int | None = None
 _depth = 0
+_returning: list = [None]
+"""The import frame whose return the profile hook saw: over, although still on the stack for a moment."""
 
 
 @contextlib.contextmanager
@@ -36,7 +38,7 @@ def handled() -> Iterator[None]:
     call after an interrupted command starts clean. Nested blocks share the outermost one's record."""
     global _received, _depth
     saved = {signum: signal.getsignal(signum) for signum in (*HANDLED, signal.SIGALRM)}
-    saved_hook = sys.unraisablehook
+    saved_hook, saved_profile = sys.unraisablehook, sys.getprofile()
     if _depth == 0:
         _received = None
     _depth += 1
@@ -50,8 +52,9 @@ def handled() -> Iterator[None]:
         _depth -= 1
         if _depth == 0:
             signal.setitimer(signal.ITIMER_REAL, 0)
-            _received = None
+            _received, _returning[0] = None, None
         sys.unraisablehook = saved_hook
+        sys.setprofile(saved_profile)
         for signum, handler in saved.items():
             signal.signal(signum, handler)
 
@@ -95,11 +98,28 @@ def _unraisable(default):
 
 
 def _raise_unless_importing(frame) -> None:
-    """Raise ``KeyboardInterrupt`` in the interrupted code, or look again in ``POLL_SECONDS`` while any frame
-    of the interrupted stack belongs to the import machinery."""
+    """Raise ``KeyboardInterrupt`` in the interrupted code, or, while a frame of the interrupted stack belongs
+    to the import machinery, raise it as the outermost import returns (a profile hook watches for that
+    return, and a timer looks again every ``POLL_SECONDS`` should the hook miss it)."""
+    outermost = None
     while frame is not None:
-        if frame.f_code.co_filename in IMPORT_MACHINERY:
-            signal.setitimer(signal.ITIMER_REAL, POLL_SECONDS)
-            return
+        if frame.f_code.co_filename in IMPORT_MACHINERY and frame is not _returning[0]:
+            outermost = frame
         frame = frame.f_back
-    raise KeyboardInterrupt
+    if outermost is None:
+        raise KeyboardInterrupt
+    sys.setprofile(_on_return_from(outermost))
+    signal.setitimer(signal.ITIMER_REAL, POLL_SECONDS)
+
+
+def _on_return_from(import_frame):
+    """A profile hook that fires the SIGALRM timer at once when ``import_frame`` returns, then removes itself.
+    The frame is still on the stack while it returns, so it is marked as over (``_returning``)."""
+
+    def hook(frame, event, arg) -> None:
+        if frame is import_frame and event == "return":
+            sys.setprofile(None)
+            _returning[0] = import_frame
+            signal.setitimer(signal.ITIMER_REAL, 1e-6)
+
+    return hook

@@ -26,6 +26,18 @@ def sphere_logits(centre, radius, sharpness=50.0):
     return fn
 
 
+LEARNS = ["--batch-size", "32", "--lr", "0.01"]
+"""occ-train options under which a test's run of a few thousand points learns a ball in an epoch or two (the
+default batch of 1,024 takes a few steps an epoch there, too few to learn anything)."""
+
+
+def ball_points(n: int = 4000, seed: int = 0):
+    """``(points (n, 3) float64, occupancies (n,) uint8)``: uniform in [-1, 1]^3, inside a ball of radius 0.6
+    (11% inside)."""
+    points = np.random.default_rng(seed).uniform(-1, 1, (n, 3))
+    return points, (np.linalg.norm(points, axis=1) < 0.6).astype(np.uint8)
+
+
 def run_cli(*args: str) -> subprocess.CompletedProcess:
     """Run a command's entry point (``occ-train`` ...) in this process, as its console script does, and
     capture exit status, stdout and stderr. An uncaught exception propagates: it would be a traceback."""

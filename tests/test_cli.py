@@ -7,7 +7,7 @@ import os
 import numpy as np
 import pytest
 import trimesh
-from conftest import run_cli, run_installed
+from conftest import LEARNS, ball_points, run_cli, run_installed
 
 from occnet.runtime.contract import Architecture, ModelInfo
 
@@ -37,13 +37,13 @@ def inputs(tmp_path_factory, trained_run, trained_onnx):
     """A folder of good and bad inputs for the three commands."""
     d = tmp_path_factory.mktemp("inputs")
     rng = np.random.default_rng(0)
-    pts = rng.uniform(-1, 1, (500, 3)).astype(np.float32)
-    occ = (np.linalg.norm(pts, axis=1) < 0.5).astype(np.uint8)
+    pts, occ = ball_points(4000)
+    pts = pts.astype(np.float32)
     np.savez(d / "good.npz", points=pts, occupancies=occ)
-    np.savez(d / "nan.npz", points=np.where(np.arange(500)[:, None] == 0, np.nan, pts), occupancies=occ)
+    np.savez(d / "nan.npz", points=np.where(np.arange(4000)[:, None] == 0, np.nan, pts), occupancies=occ)
     np.savez(d / "labels2.npz", points=pts, occupancies=occ * 2)
     np.savez(d / "few.npz", points=pts[:20], occupancies=occ[:20])
-    np.savez(d / "allin.npz", points=pts, occupancies=np.ones(500, np.uint8))
+    np.savez(d / "allin.npz", points=pts, occupancies=np.ones(4000, np.uint8))
     np.savez(d / "nokeys.npz", a=pts)
     np.savez(d / "mismatch.npz", points=pts, occupancies=occ[:-7])
     np.savez(d / "shape.npz", points=pts[:, :2], occupancies=occ)
@@ -65,7 +65,7 @@ def inputs(tmp_path_factory, trained_run, trained_onnx):
 @pytest.mark.parametrize("name,match", [
     ("missing.npz", "not found"), ("random.npz", "not a readable .npz"), ("empty.npz", "not a readable"),
     ("truncated.npz", "not a readable"), ("nan.npz", "NaN"), ("labels2.npz", "labels must be 0"),
-    ("few.npz", "too few"), ("allin.npz", "all 500 points are inside"), ("nokeys.npz", "found keys"),
+    ("few.npz", "too few"), ("allin.npz", "all 4000 points are inside"), ("nokeys.npz", "found keys"),
     ("mismatch.npz", "labels of shape"), ("shape.npz", "shape (N, 3)"), ("data.csv", "unknown data format"),
     ("random.obj", None), ("random.ply", None), ("random.stl", None), ("random.off", None),
     ("random.glb", None), ("empty.obj", None), ("empty.stl", None), ("hemisphere.obj", "ambiguous"),
@@ -100,13 +100,13 @@ def test_occ_train_unwritable_out_dir(tmp_path):
 
 
 def test_occ_train_npz_end_to_end_and_refuses_to_overwrite(inputs, tmp_path):
-    result = run_installed("occ-train", str(inputs / "good.npz"), "--out-dir", str(tmp_path), "--epochs", "2")
+    result = run_installed("occ-train", str(inputs / "good.npz"), "--out-dir", str(tmp_path), "--epochs", "2", *LEARNS)
     assert result.returncode == 0, result.stderr
     assert "best.pt from epoch" in result.stdout and "val IoU" in result.stdout
     assert "(stopped: 2 epochs)" in result.stdout
     assert listing(tmp_path) == ["best.pt", "last.pt", "loss.png", "metrics.csv"]
     before = (tmp_path / "best.pt").read_bytes()
-    again = run_installed("occ-train", str(inputs / "good.npz"), "--out-dir", str(tmp_path), "--epochs", "2")
+    again = run_installed("occ-train", str(inputs / "good.npz"), "--out-dir", str(tmp_path), "--epochs", "2", *LEARNS)
     assert_clean_failure(again, "occ-train", "--resume")
     assert (tmp_path / "best.pt").read_bytes() == before
 

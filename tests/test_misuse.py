@@ -14,12 +14,13 @@ import numpy as np
 import pytest
 import torch
 import trimesh
-from conftest import BIN, DEMO_ONNX, run_cli, run_installed
+from conftest import BIN, DEMO_ONNX, LEARNS, ball_points, run_cli, run_installed
 from onnx import TensorProto, helper
 from test_cli import assert_clean_failure
 from test_session import INFO, save_model, sphere_model
 
 from occnet.runtime.contract import Architecture, ModelInfo
+from occnet.runtime.points import make_point_set
 
 
 def digest(path):
@@ -218,13 +219,14 @@ def test_divergence_stops_with_advice_and_keeps_the_last_good_files(tmp_path):
     assert_clean_failure(failed, "occ-train", "training diverged at epoch 1")
     assert "lower --lr" in failed.stderr and not (tmp_path / "cli").exists()
 
-    train(data, TrainConfig(epochs=2, batch_size=256, device="cpu"), tmp_path)
+    ball = make_point_set(*ball_points(2000), "ball")
+    train(ball, TrainConfig(epochs=2, batch_size=32, lr=1e-2, device="cpu"), tmp_path)
     state = torch.load(tmp_path / "last.pt", weights_only=True)   # weights blown up: epoch 3 cannot be finite
     state["model"] = {k: v * 1e30 if v.is_floating_point() else v for k, v in state["model"].items()}
     torch.save(state, tmp_path / "last.pt")
     kept = {p.name: digest(p) for p in tmp_path.iterdir() if p.is_file()}
     with pytest.raises(DivergedError, match="at epoch 3 .*the files of epoch 2 are kept"):
-        train(data, TrainConfig(epochs=4, batch_size=256, device="cpu"), tmp_path, resume=True)
+        train(ball, TrainConfig(epochs=4, batch_size=32, lr=1e-2, device="cpu"), tmp_path, resume=True)
     assert {p.name: digest(p) for p in tmp_path.iterdir() if p.is_file() and p.name in kept} == kept
 
 
@@ -318,8 +320,10 @@ def test_crafted_checkpoints_are_one_line(trained_run, tmp_path, change, match):
 
 def test_resume_extends_with_epochs_and_refuses_other_options(tmp_path):
     run = tmp_path / "run"
-    first = run_installed("occ-train", "--out-dir", str(run), "--num-points", "2000", "--epochs", "2",
-                          "--batch-size", "256", "--device", "cpu")
+    points, inside = ball_points(2000)
+    np.savez(tmp_path / "ball.npz", points=points, occupancies=inside)
+    first = run_installed("occ-train", str(tmp_path / "ball.npz"), "--out-dir", str(run), "--epochs", "2", *LEARNS,
+                          "--device", "cpu")
     assert first.returncode == 0, first.stderr
     refused = run_cli("occ-train", "--resume", str(run), "--lr", "0.1", "--out-dir", str(tmp_path))
     assert_clean_failure(refused, "occ-train", "--out-dir, --lr cannot be combined with --resume")
@@ -410,10 +414,11 @@ def test_arch_fields_are_checked_in_the_contract():
 @pytest.mark.parametrize("prog,module,signum", [("occ-train", "occnet.train.cli:train_main", signal.SIGINT),
                                                  ("occ-export", "occnet.export.cli:export_main", signal.SIGTERM)])
 def test_interrupted_while_importing_torch(tmp_path, prog, module, signum):
-    """Importing torch takes seconds: a Ctrl-C then is an interruption like any other, not a traceback. A
-    `torch` that takes 60 s to import holds the command there for certain."""
+    """Importing torch takes seconds: a Ctrl-C then is held until the import is over (an exception inside an
+    import leaves half-initialised modules, whose errors replaced the one line), then ends the command as an
+    interruption like any other. A `torch` that takes 6 s to import holds the command there for certain."""
     (tmp_path / "torch").mkdir()
-    (tmp_path / "torch" / "__init__.py").write_text("import time\ntime.sleep(60)\n")
+    (tmp_path / "torch" / "__init__.py").write_text("import time\ntime.sleep(6)\nFINISHED = True\n")
     mod, func = module.split(":")
     proc = subprocess.Popen([sys.executable, "-c", f"from {mod} import {func}; {func}()", "x.npz"],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
@@ -421,5 +426,20 @@ def test_interrupted_while_importing_torch(tmp_path, prog, module, signum):
     time.sleep(2.0)
     assert proc.poll() is None
     proc.send_signal(signum)
-    out, err = proc.communicate(timeout=30)
+    out, err = proc.communicate(timeout=60)
     assert_interrupted(proc.returncode, err, signum)
+
+
+@pytest.mark.parametrize("after", [0.1, 0.6])
+@pytest.mark.parametrize("command", ["occ-train", "occ-export", "occ-mesh", "occ-eval"])
+def test_an_interrupt_while_a_command_starts_is_one_line(trained_run, tmp_path, command, after):
+    """The first second of every command is imports (typer, numpy, torch, onnxruntime): the console script
+    installs its handlers before any of them, and a signal there is held until the import is over."""
+    trimesh.creation.icosphere(2).export(tmp_path / "a.ply")
+    args = {"occ-train": ["--out-dir", str(tmp_path / "run"), "--epochs", "1"],
+            "occ-export": [str(trained_run / "best.pt"), str(tmp_path / "m.onnx")],
+            "occ-mesh": [str(DEMO_ONNX), "-o", str(tmp_path / "m.ply")],
+            "occ-eval": [str(tmp_path / "a.ply"), str(tmp_path / "a.ply")]}[command]
+    status, out, err = interrupt([command, *args], after, signal.SIGINT)
+    assert_interrupted(status, err, signal.SIGINT)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.ply"] and out == ""

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from dataclasses import fields
 from enum import Enum
-from typing import Annotated
+from typing import Annotated, Optional
 
 import typer
 
@@ -35,7 +35,8 @@ TimeBudget = Annotated[float, typer.Option(help="Seconds for sampling and traini
                                            "reports them, so --epochs repeats it on any machine.")]
 Threads = Annotated[int, typer.Option(help="PyTorch CPU threads, at most the cores this process may use; the "
                                       "weights depend on the number (1 is fastest for the default network).")]
-Patience = Annotated[int, typer.Option(help="Stop after this many epochs without a better validation loss.")]
+Patience = Annotated[Optional[int], typer.Option(help="Stop after this many epochs without a better validation "
+                                                 "loss, in the schedule's second half (default: off).")]
 
 
 def configs(values: dict) -> tuple[TrainConfig, SamplingConfig]:

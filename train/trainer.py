@@ -289,8 +289,10 @@ def plan_epochs(config: TrainConfig, model: OccNet, x_train: torch.Tensor, y_tra
 
 
 def _out_of_patience(config: TrainConfig, history: list[EpochMetrics]) -> bool:
-    """Whether ``patience`` epochs in the second half of the schedule brought no better validation loss (in
-    the first half the learning rate is still high and the loss noisy)."""
+    """Whether ``patience`` epochs (when set) in the second half of the schedule brought no better validation
+    loss (in the first half the learning rate is still high and the loss noisy)."""
+    if config.patience is None:
+        return False
     epoch = history[-1].epoch
     best = min(history, key=lambda m: m.val_loss).epoch
     return epoch < config.epochs and epoch - best >= config.patience and 2 * epoch >= config.epochs

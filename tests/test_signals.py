@@ -1,0 +1,56 @@
+"""Ctrl-C and SIGTERM as one event, in this process: held during imports, never lost in a finaliser, and the
+process's own handlers back after each command."""
+
+import gc
+import importlib
+import os
+import signal
+import sys
+import time
+
+import pytest
+
+from occnet.runtime import signals
+
+
+def wait_for_interrupt() -> None:
+    """Sleep in short steps until a KeyboardInterrupt arrives (fails after 60 s without one)."""
+    for _ in range(600):
+        time.sleep(0.1)
+    pytest.fail("no KeyboardInterrupt within 60 s")
+
+
+def test_a_block_restores_the_handlers_hook_and_record_it_found():
+    before = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM, signal.SIGALRM)}
+    hook = sys.unraisablehook
+    with pytest.raises(KeyboardInterrupt), signals.handled():
+        with signals.handled():
+            os.kill(os.getpid(), signal.SIGTERM)
+            wait_for_interrupt()
+        assert signals.received() == signal.SIGTERM        # an inner block shares the outer one's record
+    assert signals.received() is None
+    assert {s: signal.getsignal(s) for s in before} == before and sys.unraisablehook is hook
+
+
+def test_a_signal_during_an_import_is_raised_when_the_import_is_over(tmp_path, monkeypatch):
+    (tmp_path / "slow_module.py").write_text("import os, signal, time\nos.kill(os.getpid(), signal.SIGINT)\n"
+                                              "time.sleep(0.3)\nFINISHED = True\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    with pytest.raises(KeyboardInterrupt), signals.handled():
+        importlib.import_module("slow_module")
+        assert sys.modules["slow_module"].FINISHED           # the import ran to its end
+        wait_for_interrupt()
+    assert signals.received() is None
+    del sys.modules["slow_module"]
+
+
+def test_a_signal_swallowed_in_a_finaliser_is_raised_again():
+    class Finalised:
+        def __del__(self):
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(0.2)                                  # the handler raises here, where Python must ignore it
+
+    with pytest.raises(KeyboardInterrupt), signals.handled():
+        Finalised()
+        gc.collect()
+        wait_for_interrupt()
