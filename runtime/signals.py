@@ -23,11 +23,12 @@ HANDLED = (signal.SIGINT, signal.SIGTERM)
 EXIT_SIGNAL_BASE = 128
 """An interrupted command exits with 128 + the signal number: 130 for Ctrl-C, 143 for SIGTERM."""
 POLL_SECONDS = 0.05
-"""How often a signal held during an import checks whether the import is over."""
+"""How often a signal held during an import looks again whether the import is over, should the profile hook
+that watches for its end miss it."""
 IMPORT_MACHINERY = ("<frozen importlib._bootstrap>", "<frozen importlib._bootstrap_external>")
 _received: int | None = None
 _depth = 0
-_returning: list = [None]
+_returned = None
 """The import frame whose return the profile hook saw: over, although still on the stack for a moment."""
 
 
@@ -36,7 +37,7 @@ def handled() -> Iterator[None]:
     """For the block: SIGINT and SIGTERM raise ``KeyboardInterrupt`` once (cleanup runs; held during imports)
     and are remembered. The handlers and the record are the process's own again after the block: a library
     call after an interrupted command starts clean. Nested blocks share the outermost one's record."""
-    global _received, _depth
+    global _received, _depth, _returned
     saved = {signum: signal.getsignal(signum) for signum in (*HANDLED, signal.SIGALRM)}
     saved_hook, saved_profile = sys.unraisablehook, sys.getprofile()
     if _depth == 0:
@@ -52,7 +53,7 @@ def handled() -> Iterator[None]:
         _depth -= 1
         if _depth == 0:
             signal.setitimer(signal.ITIMER_REAL, 0)
-            _received, _returning[0] = None, None
+            _received, _returned = None, None
         sys.unraisablehook = saved_hook
         sys.setprofile(saved_profile)
         for signum, handler in saved.items():
@@ -103,7 +104,7 @@ def _raise_unless_importing(frame) -> None:
     return, and a timer looks again every ``POLL_SECONDS`` should the hook miss it)."""
     outermost = None
     while frame is not None:
-        if frame.f_code.co_filename in IMPORT_MACHINERY and frame is not _returning[0]:
+        if frame.f_code.co_filename in IMPORT_MACHINERY and frame is not _returned:
             outermost = frame
         frame = frame.f_back
     if outermost is None:
@@ -114,12 +115,13 @@ def _raise_unless_importing(frame) -> None:
 
 def _on_return_from(import_frame):
     """A profile hook that fires the SIGALRM timer at once when ``import_frame`` returns, then removes itself.
-    The frame is still on the stack while it returns, so it is marked as over (``_returning``)."""
+    The frame is still on the stack while it returns, so it is marked as over (``_returned``)."""
 
     def hook(frame, event, arg) -> None:
+        global _returned
         if frame is import_frame and event == "return":
             sys.setprofile(None)
-            _returning[0] = import_frame
+            _returned = import_frame
             signal.setitimer(signal.ITIMER_REAL, 1e-6)
 
     return hook

@@ -38,6 +38,18 @@ def ball_points(n: int = 4000, seed: int = 0):
     return points, (np.linalg.norm(points, axis=1) < 0.6).astype(np.uint8)
 
 
+@contextlib.contextmanager
+def cpu_hogs(count: int):
+    """``count`` busy processes for the block, as other users' work on a shared machine."""
+    procs = [subprocess.Popen([sys.executable, "-c", "while True:\n    pass\n"]) for _ in range(count)]
+    try:
+        yield
+    finally:
+        for proc in procs:
+            proc.kill()
+            proc.wait()
+
+
 def run_cli(*args: str) -> subprocess.CompletedProcess:
     """Run a command's entry point (``occ-train`` ...) in this process, as its console script does, and
     capture exit status, stdout and stderr. An uncaught exception propagates: it would be a traceback."""

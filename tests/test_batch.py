@@ -235,3 +235,15 @@ def test_a_task_no_machine_can_run_is_refused(tmp_path, option, value):
     assert_clean_failure(result, "occ-batch", f"{option} {value} is more than any machine of the Ray cluster has")
     assert not (tmp_path / "out").exists()
 
+
+
+def test_a_shape_whose_model_learned_nothing_is_a_failed_row(tmp_path):
+    from occnet.batch.job import BatchSettings, run_shape
+    from occnet.train.config import TrainConfig
+
+    trimesh.creation.icosphere(3, radius=0.4).export(tmp_path / "ball.stl")
+    settings = BatchSettings(train=TrainConfig(epochs=1, lr=1e-30, device="cpu"))
+    result = run_shape("ball", ".stl", (tmp_path / "ball.stl").read_bytes(), settings)
+    assert not result.ok and result.files == {}
+    assert result.error.startswith("train: the model did not learn the shape: best.pt (epoch 1 of 1) has "
+                                   "validation IoU 0.")

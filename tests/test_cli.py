@@ -99,6 +99,15 @@ def test_occ_train_unwritable_out_dir(tmp_path):
         assert_clean_failure(run_cli("occ-train", "--out-dir", str(locked)), "occ-train", "not writable")
 
 
+def test_occ_train_fails_a_run_that_learned_nothing_and_keeps_its_files(inputs, tmp_path):
+    result = run_cli("occ-train", str(inputs / "good.npz"), "--out-dir", str(tmp_path), "--epochs", "1", "--lr",
+                     "1e-30")
+    assert_clean_failure(result, "occ-train", "the model did not learn the shape: best.pt (epoch 1 of 1) has "
+                         "validation IoU 0.")
+    assert "(at least 0.5 needed); train longer (--epochs)" in result.stderr
+    assert listing(tmp_path) == ["best.pt", "last.pt", "loss.png", "metrics.csv"]
+
+
 def test_occ_train_npz_end_to_end_and_refuses_to_overwrite(inputs, tmp_path):
     result = run_installed("occ-train", str(inputs / "good.npz"), "--out-dir", str(tmp_path), "--epochs", "2", *LEARNS)
     assert result.returncode == 0, result.stderr

@@ -3,12 +3,13 @@ import copy
 import hashlib
 import json
 import logging
+import re
 
 import numpy as np
 import onnx
 import pytest
 import torch
-from conftest import ball_points
+from conftest import ball_points, run_cli
 
 from occnet.export.onnx_export import (
     ERROR_FACTOR,
@@ -112,3 +113,18 @@ def test_every_trainable_option_exports(tmp_path, options):
         train(data, TrainConfig(epochs=3, batch_size=32, lr=1e-2, device="cpu", **options), tmp_path)
     report = export_checkpoint(tmp_path / "best.pt", tmp_path / "f.onnx", verify_points=20_000)
     assert report.agreement.ok and report.agreement.sign_flips == 0
+
+
+def test_a_checkpoint_that_learned_nothing_exports_with_a_warning(trained_run, tmp_path):
+    from occnet.runtime.points import make_point_set
+    from occnet.train.trainer import TrainConfig, UntrainedError, train
+
+    with pytest.raises(UntrainedError):                                   # weights never move
+        train(make_point_set(*ball_points(2000), "ball"), TrainConfig(epochs=1, lr=1e-30, device="cpu"), tmp_path)
+    report = export_checkpoint(tmp_path / "best.pt", tmp_path / "m.onnx", verify_points=1000)
+    assert re.match(r"the checkpoint's validation IoU is 0\.[0-4]\d\d \(below 0\.5\): its model has not learned",
+                    report.warning), report.warning
+    assert (tmp_path / "m.onnx").is_file()
+    assert export_checkpoint(trained_run / "best.pt", tmp_path / "n.onnx", verify=False).warning is None
+    result = run_cli("occ-export", str(tmp_path / "best.pt"), str(tmp_path / "cli.onnx"))
+    assert result.returncode == 0 and "warning: the checkpoint's validation IoU is 0." in result.stderr
