@@ -4,6 +4,7 @@ cluster; a rerun skips what is finished."""
 from __future__ import annotations
 
 import contextlib
+import os
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -33,7 +34,7 @@ def occ_batch(
     out_dir: Annotated[Path, typer.Option(help="Folder for NAME/{best.pt,last.pt,metrics.csv,loss.png,"
                        "model.onnx,mesh.*,eval.json}, summary.csv and summary.png.")],
     address: Annotated[Optional[str], typer.Option(help="Ray cluster to join: auto, or ray://HOST:PORT. "
-                       "Default: start Ray on this machine.")] = None,
+                       "Default: a private Ray on this machine (RAY_ADDRESS is not used).")] = None,
     threads_per_shape: Annotated[int, typer.Option(help="CPU threads of each shape's task (torch and "
                                  "onnxruntime); the cores / this shapes run at once.")] = 1,
     gpus_per_shape: Annotated[float, typer.Option(help="GPUs of each shape's task (fractions share one).")]
@@ -72,6 +73,9 @@ def occ_batch(
                                                             threshold=threshold),
                              file_format.value, eval_samples, threads_per_shape, gpus_per_shape)
     shapes = find_shapes(sources, exclude=out_dir)
+    if address is None and os.environ.get("RAY_ADDRESS"):
+        typer.echo(f"note: RAY_ADDRESS={os.environ['RAY_ADDRESS']} is not used: without --address occ-batch starts "
+                   "a private Ray on this machine", err=True)
     typer.echo(f"data: {len(shapes)} shapes -> {out_dir}", err=True)
     try:
         with _progress(len(shapes)) as show:

@@ -12,7 +12,7 @@ import json
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from occnet.batch.job import STAGES, BatchSettings, ShapeResult, run_shape
@@ -96,7 +96,7 @@ def run_batch(shapes: list[Shape], settings: BatchSettings, out_dir: str | Path,
                     for ref in ready:
                         shape, digest = pending.pop(ref)
                         result = _result(ray, ref, shape)
-                        rows[shape.name] = _record(result, shape, digest, fingerprint, out_dir)
+                        rows[shape.name] = _record(result, shape, digest, fingerprint, out_dir, settings.outputs)
                         counts["done" if result.ok else "failed"] += 1
                         write_summary(rows, summary)
                     if on_progress:
@@ -118,12 +118,15 @@ def run_batch(shapes: list[Shape], settings: BatchSettings, out_dir: str | Path,
 
 
 def _start(ray, address: str | None) -> None:
-    """Start Ray on this machine (``address`` None) or join the cluster at ``address``; its failure is one line.
-    Every worker's thread pools sleep when idle (:data:`~occnet.runtime.machine.QUIET_THREADS`): a task's
-    torch must not spin against the other tasks on its machine."""
+    """Start a private Ray on this machine (``address`` None) or join the cluster at ``address``; its failure is
+    one line. Without an address Ray would join any cluster it finds (``RAY_ADDRESS``, or the last one
+    ``ray start`` left on this machine): someone else's, whose workers would then read the inputs and choose
+    what comes back. ``"local"`` starts a new one whatever runs already. Every worker's thread pools sleep
+    when idle (:data:`~occnet.runtime.machine.QUIET_THREADS`): a task's torch must not spin against the other
+    tasks on its machine."""
     local = {} if address else {"include_dashboard": False}       # a cluster's own settings are its own
     try:
-        ray.init(address=address, logging_level=logging.ERROR, log_to_driver=False,
+        ray.init(address=address or "local", logging_level=logging.ERROR, log_to_driver=False,
                  runtime_env={"env_vars": dict(QUIET_THREADS)}, **local)
     except Exception as exc:                # ConnectionError, RuntimeError, ValueError, ray's own errors
         where = f"reach the Ray cluster at {address}" if address else "start Ray on this machine"
@@ -149,9 +152,15 @@ def _result(ray, ref, shape: Shape) -> ShapeResult:
         return ShapeResult(shape.name, f"worker: {first_line(exc)}", {}, {}, {}, 0.0)
 
 
-def _record(result: ShapeResult, shape: Shape, digest: str, fingerprint: str, out_dir: Path) -> dict:
+def _record(result: ShapeResult, shape: Shape, digest: str, fingerprint: str, out_dir: Path,
+            outputs: tuple[str, ...]) -> dict:
     """Write a finished shape's files into ``out_dir/NAME/`` (``eval.json`` last: it marks the folder complete)
-    and return its summary row."""
+    and return its summary row. Only the file names the job declares (``outputs``) are written: a result
+    naming any other (a worker that is not ours) fails the shape instead."""
+    unexpected = sorted(set(result.files) - set(outputs))
+    if unexpected:
+        result = replace(result, error=f"worker: returned files the job does not write: "
+                                       f"{', '.join(map(repr, unexpected))[:200]}", files={})
     row = {"name": shape.name, "source": str(shape.source), "status": "done" if result.ok else "failed",
            "error": result.error, "input_sha256": digest, "settings": fingerprint,
            **{f"seconds_{stage}": result.seconds.get(stage) for stage in STAGES}, **result.scores}

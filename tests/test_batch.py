@@ -228,12 +228,32 @@ def test_without_ray_the_command_names_the_extra(tmp_path):
 
 @pytest.mark.parametrize("option,value", [("--gpus-per-shape", "0.5")])
 def test_a_task_no_machine_can_run_is_refused(tmp_path, option, value):
-    """Ray would wait forever for a GPU this machine does not have (or more cores than it has)."""
+    """Ray would wait forever for a GPU this machine does not have (or more cores than it has). RAY_ADDRESS
+    names a cluster nobody runs: without --address the batch starts its own Ray all the same, and says so."""
     root = make_collection(tmp_path / "c")
-    result = run_installed("occ-batch", str(root / "parts" / "ball.stl"), "--out-dir", str(tmp_path / "out"),
-                           option, value, *FAST, timeout=120)
-    assert_clean_failure(result, "occ-batch", f"{option} {value} is more than any machine of the Ray cluster has")
+    result = subprocess.run([str(BIN / "occ-batch"), str(root / "parts" / "ball.stl"), "--out-dir",
+                             str(tmp_path / "out"), option, value, *FAST], capture_output=True, text=True,
+                            timeout=120, env={**os.environ, "RAY_ADDRESS": "127.0.0.1:1"})
+    note, *rest = [line for line in result.stderr.strip().splitlines() if not line.startswith("data: ")]
+    assert note == ("note: RAY_ADDRESS=127.0.0.1:1 is not used: without --address occ-batch starts a private Ray "
+                    "on this machine")
+    assert_clean_failure(subprocess.CompletedProcess(result.args, result.returncode, result.stdout, "\n".join(rest)),
+                         "occ-batch", f"{option} {value} is more than any machine of the Ray cluster has")
     assert not (tmp_path / "out").exists()
+
+
+def test_a_result_naming_files_the_job_does_not_write_fails_the_shape(tmp_path):
+    """Only a worker of ours names its files; anything else (a stranger's cluster) is not written."""
+    from occnet.batch.job import BatchSettings, ShapeResult
+    from occnet.batch.runner import _record
+    from occnet.batch.sources import Shape
+
+    result = ShapeResult("ball", "", {"train": 1.0}, {"iou": 1.0}, {"mesh.ply": b"ply", "../../evil.sh": b"x"}, 0.0)
+    row = _record(result, Shape("ball", tmp_path / "ball.stl"), "digest", "settings", tmp_path / "out",
+                  BatchSettings().outputs)
+    assert row["status"] == "failed" and row["error"].startswith("worker: returned files the job does not write: "
+                                                                 "'../../evil.sh'")
+    assert not (tmp_path / "out").exists() and not (tmp_path / "evil.sh").exists()
 
 
 
