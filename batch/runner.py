@@ -124,7 +124,9 @@ def _start(ray, address: str | None) -> None:
     what comes back. ``"local"`` starts a new one whatever runs already. Every worker's thread pools sleep
     when idle (:data:`~occnet.runtime.machine.QUIET_THREADS`): a task's torch must not spin against the other
     tasks on its machine."""
-    local = {} if address else {"include_dashboard": False}       # a cluster's own settings are its own
+    # a cluster's own settings are its own; a private Ray's workers run at the driver's priority (Ray's
+    # default niceness of 15 starved them beside other work: 2% of a core each with 4 CPU hogs running)
+    local = {} if address else {"include_dashboard": False, "_system_config": {"worker_niceness": 0}}
     try:
         ray.init(address=address or "local", logging_level=logging.ERROR, log_to_driver=False,
                  runtime_env={"env_vars": dict(QUIET_THREADS)}, **local)

@@ -267,3 +267,17 @@ def test_a_shape_whose_model_learned_nothing_is_a_failed_row(tmp_path):
     assert not result.ok and result.files == {}
     assert result.error.startswith("train: the model did not learn the shape: best.pt (epoch 1 of 1) has "
                                    "validation IoU 0.")
+
+
+def test_a_private_ray_runs_its_workers_at_our_priority_with_sleeping_threads():
+    """Ray's workers run at niceness 15 by default: beside 4 CPU hogs a task got 2% of a core."""
+    import ray
+
+    from occnet.batch.runner import _start
+
+    _start(ray, None)
+    try:
+        probe = ray.remote(lambda: (os.nice(0), os.environ.get("OMP_WAIT_POLICY")))
+        assert ray.get(probe.remote()) == (0, "PASSIVE")
+    finally:
+        ray.shutdown()
