@@ -8,6 +8,7 @@ rewritten after every shape, so an interrupted batch keeps what finished and a r
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import time
@@ -64,7 +65,7 @@ def run_batch(shapes: list[Shape], settings: BatchSettings, out_dir: str | Path,
 
     started = time.perf_counter()
     out_dir = Path(out_dir)
-    with claimed_folder(out_dir, "occ-batch"):
+    with claimed_folder(out_dir, "occ-batch"), contextlib.ExitStack() as stack:
         summary = check_writable(out_dir / "summary.csv")
         rows = read_summary(summary)
         fingerprint = settings.fingerprint()
@@ -82,6 +83,9 @@ def run_batch(shapes: list[Shape], settings: BatchSettings, out_dir: str | Path,
             if todo:
                 if own_ray:
                     _start(ray, address)
+                    # ray.init replaced our SIGTERM handler with its own sys.exit, which ended the process by
+                    # SIGABRT and a stack dump; ours come back for the batch (and Ray's after it)
+                    stack.enter_context(signals.handled())
                 _check_fits(ray, settings)
                 task = ray.remote(run_shape).options(num_cpus=settings.threads_per_shape,
                                                      num_gpus=settings.gpus_per_shape, max_retries=MAX_RETRIES)
