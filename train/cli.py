@@ -48,36 +48,36 @@ def occ_train(
     force: Annotated[bool, typer.Option(help="Replace a previous run in --out-dir.")] = False,
 ) -> None:
     """Train an occupancy network and keep the checkpoint with the best validation loss."""
-    from occnet.runtime.console import progress_bar
-    from occnet.train.sampling import SamplingConfig, load_points
-    from occnet.train.trainer import claim_run, fit, run_options
-
-    if resume is not None:
-        given = [p.name for p in ctx.command.params if p.name not in RESUME_ALLOWS
-                 and ctx.get_parameter_source(p.name).name == "COMMANDLINE"]
-        if given:
-            names = ", ".join("--" + name.replace("_", "-") for name in given)
-            raise typer.BadParameter(f"{names} cannot be combined with --resume: a resumed run keeps the options "
-                                     "it recorded (only --epochs and DATA may be given)")
     run_dir = resume if resume is not None else out_dir
-    with claim_run(run_dir, resume is not None, force) as files:
-        if resume is not None:                       # the run's own options and data, from its last.pt
-            recorded = run_options(resume)
-            config, sampling = recorded["config"], SamplingConfig(**recorded["sampling"])
-            if ctx.get_parameter_source("epochs").name == "COMMANDLINE":
-                config = replace(config, epochs=epochs)
-            if data is None and recorded["data_path"]:
-                data = Path(recorded["data_path"])
-        else:
-            config, sampling = opt.configs(ctx.params)
-        finished = []                                # epochs this process completed
+    finished = []                                    # epochs this process completed
+    try:                                             # an interrupt from the first import on says what is kept
+        from occnet.runtime.console import progress_bar
+        from occnet.train.sampling import SamplingConfig, load_points
+        from occnet.train.trainer import claim_run, fit, run_options
 
-        def on_epoch(row) -> None:
-            finished.append(row.epoch)
-            update(row.epoch)
+        if resume is not None:
+            given = [p.name for p in ctx.command.params if p.name not in RESUME_ALLOWS
+                     and ctx.get_parameter_source(p.name).name == "COMMANDLINE"]
+            if given:
+                names = ", ".join("--" + name.replace("_", "-") for name in given)
+                raise typer.BadParameter(f"{names} cannot be combined with --resume: a resumed run keeps the "
+                                         "options it recorded (only --epochs and DATA may be given)")
+        with claim_run(run_dir, resume is not None, force) as files:
+            if resume is not None:                   # the run's own options and data, from its last.pt
+                recorded = run_options(resume)
+                config, sampling = recorded["config"], SamplingConfig(**recorded["sampling"])
+                if ctx.get_parameter_source("epochs").name == "COMMANDLINE":
+                    config = replace(config, epochs=epochs)
+                if data is None and recorded["data_path"]:
+                    data = Path(recorded["data_path"])
+            else:
+                config, sampling = opt.configs(ctx.params)
 
-        with progress_bar("training", total=config.epochs) as update:
-            try:
+            def on_epoch(row) -> None:
+                finished.append(row.epoch)
+                update(row.epoch)
+
+            with progress_bar("training", total=config.epochs) as update:
                 started = time.perf_counter()
                 points = load_points(data, sampling, config.seed)
                 typer.echo(f"data: {points.source}: {len(points.points):,} points, {points.labels.mean():.1%} "
@@ -85,11 +85,11 @@ def occ_train(
                 extra = {"sampling": asdict(sampling), "data_path": str(data.resolve()) if data else None}
                 result = fit(points, config, files, resume=resume is not None, extra=extra, on_epoch=on_epoch,
                              started=started)
-            except KeyboardInterrupt:
-                kept = bool(finished) or resume is not None
-                hint = (f"last.pt in {run_dir} holds the last finished epoch: continue with occ-train --resume "
-                        f"{run_dir}" if kept else "no epoch had finished, so no checkpoint was written")
-                raise Interrupted(hint) from None
+    except KeyboardInterrupt:
+        kept = bool(finished) or resume is not None
+        hint = (f"last.pt in {run_dir} holds the last finished epoch: continue with occ-train --resume "
+                f"{run_dir}" if kept else "no epoch had finished, so no checkpoint was written")
+        raise Interrupted(hint) from None
     best = result.best
     typer.echo(f"{len(result.history)} epochs in {result.seconds:.1f} s (stopped: {result.stopped}); best.pt "
                f"from epoch {best.epoch}: "
