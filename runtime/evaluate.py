@@ -14,6 +14,7 @@ import numpy as np
 import trimesh
 from scipy.spatial import cKDTree
 
+from occnet.runtime import signals
 from occnet.runtime.errors import InputError
 from occnet.runtime.field import batched
 from occnet.runtime.inside import MAX_AMBIGUOUS, contains
@@ -74,8 +75,9 @@ def compare_meshes(mesh: trimesh.Trimesh, reference: trimesh.Trimesh, samples: i
     scale = float(np.ptp(reference.bounds, axis=0).max())
     pred, pred_n = _surface(mesh, samples, rng)
     true, true_n = _surface(reference, samples, rng)
-    to_true, idx_true = cKDTree(true).query(pred, workers=-1)
-    to_pred, idx_pred = cKDTree(pred).query(true, workers=-1)
+    with signals.uninterrupted():            # the query's threads must finish before its arrays can be freed
+        to_true, idx_true = cKDTree(true).query(pred, workers=-1)
+        to_pred, idx_pred = cKDTree(pred).query(true, workers=-1)
     to_true, to_pred = to_true / scale, to_pred / scale
     to_reference, from_reference = float(to_true.mean()), float(to_pred.mean())
     normals = 0.5 * (np.abs(np.einsum("ij,ij->i", pred_n, true_n[idx_true])).mean()

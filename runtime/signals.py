@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import signal
 import sys
+import threading
 from collections.abc import Iterator
 
 HANDLED = (signal.SIGINT, signal.SIGTERM)
@@ -28,6 +29,8 @@ that watches for its end miss it."""
 IMPORT_MACHINERY = ("<frozen importlib._bootstrap>", "<frozen importlib._bootstrap_external>")
 _received: int | None = None
 _depth = 0
+_holding = 0
+"""Depth of :func:`uninterrupted` blocks running: a signal then is recorded and raised when they end."""
 _returned = None
 """The import frame whose return the profile hook saw: over, although still on the stack for a moment."""
 
@@ -60,6 +63,27 @@ def handled() -> Iterator[None]:
             signal.signal(signum, handler)
 
 
+@contextlib.contextmanager
+def uninterrupted() -> Iterator[None]:
+    """Run the block to its end: a SIGINT or SIGTERM that arrives during it is raised as ``KeyboardInterrupt``
+    when it ends. For C code that works on threads of its own behind an interruptible join (scipy's KD-tree
+    query with ``workers``): an interrupt in the join let the main thread free the arrays those threads were
+    still reading, and occ-eval died by SIGSEGV. Outside a command it installs the handlers for the block;
+    off the main thread, where no signal is raised, it does nothing."""
+    global _holding
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    with handled():
+        _holding += 1
+        try:
+            yield
+        finally:
+            _holding -= 1
+        if _holding == 0 and _received is not None:
+            raise KeyboardInterrupt
+
+
 def received() -> int | None:
     """The first signal received in the outermost :func:`handled` block running, or None."""
     return _received
@@ -75,12 +99,13 @@ def _handle(signum: int, frame) -> None:
     global _received
     if _received is None:              # a second signal during cleanup must not cut the cleanup short
         _received = signum
-        _raise_unless_importing(frame)
+        if not _holding:
+            _raise_unless_importing(frame)
 
 
 def _retry(signum: int, frame) -> None:
     """SIGALRM, armed by a signal held during an import or swallowed where it landed: raise it again."""
-    if _received is not None:
+    if _received is not None and not _holding:
         _raise_unless_importing(frame)
 
 
