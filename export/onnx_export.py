@@ -11,6 +11,7 @@ import contextlib
 import copy
 import hashlib
 import logging
+import math
 import platform
 import warnings
 from collections.abc import Iterator
@@ -201,5 +202,7 @@ def _sha256(path: Path) -> str:
 
 
 def _plain(metrics: dict) -> dict:
-    return {k: (float(v) if isinstance(v, float) else v) for k, v in metrics.items()
-            if isinstance(v, (int, float, str))}
+    """The checkpoint's figures as strict JSON values: numbers and strings kept, NaN and infinities as null
+    (JSON has no such numbers; json.dumps would write ``NaN``, which strict readers refuse)."""
+    return {str(k): (None if isinstance(v, float) and not math.isfinite(v) else float(v) if isinstance(v, float)
+                     else v) for k, v in metrics.items() if isinstance(v, (int, float, str))}

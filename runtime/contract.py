@@ -103,7 +103,7 @@ class ModelInfo:
             MetaKey.BOUNDS_MIN: json.dumps(list(self.bounds_min)),
             MetaKey.BOUNDS_MAX: json.dumps(list(self.bounds_max)),
             MetaKey.ARCHITECTURE: json.dumps(asdict(self.architecture), sort_keys=True),
-            MetaKey.METRICS: json.dumps(self.metrics, sort_keys=True),
+            MetaKey.METRICS: json.dumps(self.metrics, sort_keys=True, allow_nan=False),   # strict JSON
             MetaKey.CHECKPOINT_SHA256: self.checkpoint_sha256,
             MetaKey.PRODUCER: json.dumps(self.producer, sort_keys=True),
             MetaKey.ORIGIN: json.dumps(list(self.origin)),       # repr of a float64: exact round trip

@@ -11,6 +11,7 @@ import sys
 import time
 
 import numpy as np
+import onnx
 import pytest
 import torch
 import trimesh
@@ -307,13 +308,30 @@ def test_malformed_metadata_is_one_line(tmp_path, change, match):
     ({"architecture": {"hidden_size": 100_000, "hidden_layers": 100}}, "hidden_size must lie in 1..1024"),
     ({"version": "1"}, "format version '1' is not a positive integer"),
     ({"bounds_min": [float("nan")] * 3}, "finite"),
+    ({"metrics": None}, "no 'metrics' entry"), ({"metrics": [0.5]}, "metrics must be a dict of figures"),
 ])
 def test_crafted_checkpoints_are_one_line(trained_run, tmp_path, change, match):
     state = torch.load(trained_run / "best.pt", weights_only=True)
-    torch.save({**state, **change}, tmp_path / "c.pt")
+    state = {k: v for k, v in {**state, **change}.items() if v is not None}
+    torch.save(state, tmp_path / "c.pt")
     assert_clean_failure(run_cli("occ-export", str(tmp_path / "c.pt"), str(tmp_path / "m.onnx")), "occ-export",
                          match)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["c.pt"]
+
+
+def test_non_finite_metrics_become_null_in_strict_json_metadata(trained_run, tmp_path):
+    state = torch.load(trained_run / "best.pt", weights_only=True)
+    torch.save({**state, "metrics": {**state["metrics"], "val_loss": float("nan"), "lr": float("inf")}},
+               tmp_path / "c.pt")
+    result = run_cli("occ-export", str(tmp_path / "c.pt"), str(tmp_path / "m.onnx"))
+    assert result.returncode == 0, result.stderr
+    props = {p.key: p.value for p in onnx.load(tmp_path / "m.onnx").metadata_props}
+
+    def refuse(constant):
+        raise ValueError(f"not strict JSON: {constant}")
+
+    metrics = json.loads(props["occnet.metrics"], parse_constant=refuse)
+    assert metrics["val_loss"] is None and metrics["lr"] is None and metrics["epoch"] == state["metrics"]["epoch"]
 
 
 # 11: --resume extends with --epochs and refuses other options by name

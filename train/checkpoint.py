@@ -99,6 +99,8 @@ def load_checkpoint(path: Path) -> Checkpoint:
         origin = tuple(float(v) for v in state.get("origin", (0.0, 0.0, 0.0)))   # older checkpoints: zero
         if len(lo) != 3 or len(hi) != 3 or len(origin) != 3 or not isinstance(state["model"], dict):
             raise ValueError("bounds and origin must have 3 values and the model must be a state dict")
+        if not isinstance(state["metrics"], dict):
+            raise ValueError(f"metrics must be a dict of figures, not {type(state['metrics']).__name__}")
         check_bounds(lo, hi, origin)
     except KeyError as exc:
         raise CheckpointError(f"{path}: malformed occnet checkpoint (no {exc} entry)") from None
