@@ -63,8 +63,13 @@ def run_batch(shapes: list[Shape], settings: BatchSettings, out_dir: str | Path,
     same input and options are skipped."""
     import ray
 
+    from occnet.runtime.evaluate import check_samples_memory
+    from occnet.train.sampling import check_memory
+
     started = time.perf_counter()
     out_dir = Path(out_dir)
+    check_memory(settings.sampling)                         # as occ-train would, before any shape is trained
+    check_samples_memory(settings.eval_samples, "--eval-samples")
     with claimed_folder(out_dir, "occ-batch"), contextlib.ExitStack() as stack:
         summary = check_writable(out_dir / "summary.csv")
         rows = read_summary(summary)

@@ -283,3 +283,13 @@ def test_a_private_ray_runs_its_workers_at_our_priority_with_sleeping_threads():
         assert ray.get(probe.remote()) == (0, "PASSIVE")
     finally:
         ray.shutdown()
+
+
+@pytest.mark.parametrize("option,value", [("--eval-samples", "2000000000"), ("--num-points", "2000000000")])
+def test_sizes_the_machine_cannot_hold_are_refused_before_any_work(tmp_path, option, value):
+    """Before: the shapes trained, then Ray's out-of-memory killer ended the scoring, again and again."""
+    root = make_collection(tmp_path / "c")
+    result = run_installed("occ-batch", str(root / "parts" / "ball.stl"), "--out-dir", str(tmp_path / "out"),
+                           option, value, timeout=120)
+    assert_clean_failure(result, "occ-batch", f"{option} 2,000,000,000 needs about ")
+    assert "would fit" in result.stderr and not (tmp_path / "out").exists()
