@@ -28,17 +28,21 @@ WORST = 3
 
 
 def read_summary(path: Path) -> dict[str, dict[str, str]]:
-    """The rows of an earlier ``summary.csv`` by shape name ({} if there is none)."""
+    """The rows of an earlier ``summary.csv`` by shape name ({} if there is none). A file re-saved by a
+    spreadsheet (a byte-order mark) reads as written; a row cut short or with cells to spare, or without a
+    name, is left out: its shape is done again."""
     if not path.is_file():
         return {}
     try:
-        with open(path, newline="") as handle:
-            rows = list(csv.DictReader(handle))
+        with open(path, newline="", encoding="utf-8-sig") as handle:
+            reader = csv.DictReader(handle)
+            rows = list(reader)
+            header = reader.fieldnames or []
     except (OSError, UnicodeDecodeError, csv.Error) as exc:
         raise InputError(f"cannot read {path}: {exc}; move it away to start the batch afresh") from None
-    if rows and not {"name", "status", "input_sha256", "settings"} <= set(rows[0]):
+    if header and not {"name", "status", "input_sha256", "settings"} <= set(header):
         raise InputError(f"{path} is not an occ-batch summary; choose another --out-dir")
-    return {row["name"]: row for row in rows}
+    return {row["name"]: row for row in rows if row.get("name") and None not in row and None not in row.values()}
 
 
 def write_summary(rows: dict[str, dict], path: Path) -> None:

@@ -92,7 +92,11 @@ class OccupancyModel:
         points = np.ascontiguousarray(points - np.asarray(self.info.origin), dtype=np.float32)
         if len(points) == 0:
             return np.zeros(0, np.float32)
-        logits = self._session.run([OUTPUT_NAME], {INPUT_NAME: points})[0]
+        try:
+            logits = self._session.run([OUTPUT_NAME], {INPUT_NAME: points})[0]
+        except Exception as exc:  # onnxruntime's untyped run-time errors: a shape, a kernel, an allocation
+            raise ModelError(f"{self.path}: onnxruntime failed to evaluate the model on {len(points):,} points: "
+                             f"{first_line(exc, 300)}") from None
         if logits.shape != (len(points),):
             raise ModelError(f"the model returned logits of shape {logits.shape} for {len(points)} points; "
                              f"an occnet model returns one logit per point")

@@ -293,3 +293,18 @@ def test_sizes_the_machine_cannot_hold_are_refused_before_any_work(tmp_path, opt
                            option, value, timeout=120)
     assert_clean_failure(result, "occ-batch", f"{option} 2,000,000,000 needs about ")
     assert "would fit" in result.stderr and not (tmp_path / "out").exists()
+
+
+def test_a_summary_resaved_by_a_spreadsheet_or_cut_short_still_reads(tmp_path):
+    from occnet.batch.summary import read_summary, write_summary
+
+    header = ",".join(COLUMNS)
+    good = ",".join({"name": "a", "status": "done", "input_sha256": "x", "settings": "y"}.get(c, "") for c in COLUMNS)
+    (tmp_path / "summary.csv").write_text("\ufeff" + "\n".join([header, good, "b,done", good.replace("a,", "c,", 1)
+                                                                 + ",extra"]) + "\n", encoding="utf-8")
+    rows = read_summary(tmp_path / "summary.csv")
+    assert list(rows) == ["a"] and rows["a"]["status"] == "done"        # short and long rows: done again
+    write_summary(rows, tmp_path / "again.csv")
+    assert read_summary(tmp_path / "again.csv") == rows
+    (tmp_path / "empty.csv").write_text("")
+    assert read_summary(tmp_path / "empty.csv") == {}

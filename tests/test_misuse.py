@@ -261,13 +261,16 @@ X = [helper.make_node("Slice", ["points", "zero", "one", "one"], ["x2"]),
      helper.make_node("Squeeze", ["x2", "one"], ["x"])]
 CONSTANTS = [helper.make_tensor("zero", TensorProto.INT64, [1], [0]),
              helper.make_tensor("one", TensorProto.INT64, [1], [1]),
-             helper.make_tensor("third", TensorProto.FLOAT, [], [0.3])]
+             helper.make_tensor("third", TensorProto.FLOAT, [], [0.3]),
+             helper.make_tensor("seven", TensorProto.INT64, [1], [7])]
 BAD_MODELS = {
     "twice": (X + [helper.make_node("Sub", ["third", "x"], ["l"]),
                    helper.make_node("Concat", ["l", "l"], ["logits"], axis=0)], "logits of shape"),
     "one per batch": (X + [helper.make_node("ReduceSum", ["x"], ["logits"], keepdims=1)], "logits of shape"),
     "NaN on half the box": (X + [helper.make_node("Sqrt", ["x"], ["r"]),
                                  helper.make_node("Sub", ["third", "r"], ["logits"])], "NaN or infinite logits"),
+    "fails in onnxruntime": (X + [helper.make_node("Reshape", ["x", "seven"], ["logits"])],
+                             "onnxruntime failed to evaluate the model on"),
 }
 
 
