@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import trimesh
 
-from occnet.runtime.errors import InputError, first_line
+from occnet.runtime.errors import InputError, OutputError, first_line
 from occnet.runtime.files import check_output, write_bytes_atomic
 from occnet.runtime.settings import MESH_FORMATS
 
@@ -74,11 +74,18 @@ def _check_binary_stl(path: Path) -> None:
                          f"triangles, {expected:,} bytes; the file has {size:,})")
 
 
+FLOAT32_FORMATS = ("stl", "glb")
+"""Formats that store vertex coordinates as float32."""
+
+
 def write_mesh(mesh: trimesh.Trimesh, path: Path) -> None:
     """Write ``mesh`` to ``path`` atomically in the format its suffix names. PLY, OBJ and OFF keep float64
     vertices (PLY as binary doubles; trimesh's own PLY writer rounds to float32, which moves vertices far from
-    the origin by up to 0.06 at 1e6); STL and GLB are float32 by definition."""
+    the origin by up to 0.06 at 1e6); STL and GLB are float32 by definition, and are refused for a mesh whose
+    vertices float32 would merge (:func:`_check_float32_holds`)."""
     file_type = mesh_format(path)
+    if file_type in FLOAT32_FORMATS:
+        _check_float32_holds(mesh, path, file_type)
     if file_type == "ply":
         data = _ply_float64(mesh)
     elif file_type in ("obj", "off"):                   # decimals enough for 1e-12 of the extent
@@ -86,6 +93,18 @@ def write_mesh(mesh: trimesh.Trimesh, path: Path) -> None:
     else:
         data = mesh.export(file_type=file_type)
     write_bytes_atomic(Path(path), data.encode() if isinstance(data, str) else data)
+
+
+def _check_float32_holds(mesh: trimesh.Trimesh, path: Path, file_type: str) -> None:
+    """Refuse to write ``mesh`` in a float32 format where float32 would merge distinct vertices: far from the
+    origin its steps are coarser than the mesh's cells (about 1.2e-4 at 1,000), and the file would read back
+    as another mesh, not watertight, than the one reported (models/ribs.onnx to STL: 419 vertices merged)."""
+    vertices = np.asarray(mesh.vertices)
+    merged = len(np.unique(vertices, axis=0)) - len(np.unique(vertices.astype(np.float32), axis=0))
+    if merged:
+        raise OutputError(f"{path}: {file_type.upper()} stores coordinates as float32, which would merge {merged:,} "
+                          f"of the mesh's {len(vertices):,} vertices this far from the origin (coordinates up to "
+                          f"{np.abs(vertices).max():.6g}); write .ply, .obj or .off, which keep float64")
 
 
 def _decimals(vertices: np.ndarray, relative: float) -> int:
