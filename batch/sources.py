@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import glob
 import hashlib
+import os
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -95,8 +96,22 @@ def _leading(parts: tuple[str, ...]) -> list[str]:
 
 
 def _folder(folder: Path) -> list[tuple[str, Path]]:
-    return [(_name(path.relative_to(folder)), path) for path in sorted(folder.rglob("*"))
-            if path.is_file() and _is_shape(path)]
+    """(name, file) pairs of the shapes under ``folder``, symbolic links to folders followed (collections are
+    often assembled from links; ``rglob`` passed them over and said "no shapes found"), each real folder once
+    so that a link back up cannot loop."""
+    pairs, seen = [], set()
+    for root, dirs, files in os.walk(folder, followlinks=True):
+        real = Path(root).resolve()
+        if real in seen:
+            dirs.clear()                                      # a loop, or a folder reached twice: once is enough
+            continue
+        seen.add(real)
+        dirs.sort()
+        for name in sorted(files):
+            path = Path(root, name)
+            if path.is_file() and _is_shape(path):
+                pairs.append((_name(path.relative_to(folder)), path))
+    return sorted(pairs)
 
 
 def _is_shape(path: Path) -> bool:

@@ -308,3 +308,18 @@ def test_a_summary_resaved_by_a_spreadsheet_or_cut_short_still_reads(tmp_path):
     assert read_summary(tmp_path / "again.csv") == rows
     (tmp_path / "empty.csv").write_text("")
     assert read_summary(tmp_path / "empty.csv") == {}
+
+
+def test_symlinked_shape_folders_are_followed_once_and_loops_end(tmp_path):
+    from occnet.batch.sources import find_shapes
+
+    store = tmp_path / "store"
+    (store / "chair" / "a").mkdir(parents=True)
+    trimesh.creation.box().export(store / "chair" / "a" / "model.stl")
+    collection = tmp_path / "collection"
+    collection.mkdir()
+    (collection / "chair").symlink_to(store / "chair", target_is_directory=True)
+    (store / "chair" / "a" / "up").symlink_to(collection, target_is_directory=True)     # a loop back up
+    trimesh.creation.box().export(collection / "plain.obj")
+    assert [(s.name, s.source.name) for s in find_shapes([collection])] == [("chair/a/model", "model.stl"),
+                                                                            ("plain", "plain.obj")]
