@@ -51,6 +51,8 @@ def occ_eval(
             f"IoU n/a (a mesh leaves over {MAX_AMBIGUOUS:.0%} of the points without a clear side)"
         text = f"{first.name} vs {second.name}: Chamfer-L1 {result.chamfer_l1:.5f}, normal consistency " \
                f"{result.normal_consistency:.4f}, {fscores}, {iou}"
+    for note in result.notes:
+        typer.echo(f"warning: {note}", err=True)
     typer.echo(json.dumps(result.to_dict()) if as_json else text)
 
 

@@ -29,7 +29,8 @@ BYTES_PER_SAMPLE = 400
 
 @dataclass(frozen=True)
 class MeshMetrics:
-    """``mesh`` against ``reference``; distances in units of the reference's longest side.
+    """``mesh`` against ``reference``; distances in units of the reference's longest side. ``notes`` say why
+    the figures may compare things that do not belong together (see :func:`placement_notes`).
 
     ``distance_to_reference`` is ONet's "accuracy" (mean distance from the mesh's samples to the reference),
     ``distance_from_reference`` its "completeness"; ``fscore`` maps each threshold tau to F-score at tau;
@@ -44,6 +45,7 @@ class MeshMetrics:
     iou: float | None
     samples: int
     scale: float
+    notes: tuple[str, ...] = ()
 
     def to_dict(self) -> dict:
         out = asdict(self)
@@ -54,12 +56,13 @@ class MeshMetrics:
 @dataclass(frozen=True)
 class PointMetrics:
     """A model's predictions against labelled points it did not train on; ``accuracy`` is the fraction of
-    points labelled right."""
+    points labelled right; ``notes`` say where points lie far outside the model's box."""
 
     iou: float
     accuracy: float
     points: int
     threshold: float
+    notes: tuple[str, ...] = ()
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -102,7 +105,27 @@ def compare_meshes(mesh: trimesh.Trimesh, reference: trimesh.Trimesh, samples: i
         fscore[tau] = 2 * precision * recall / (precision + recall) if precision + recall > 0 else 0.0
     volume = volume_iou(mesh, reference, iou_samples, rng)
     return MeshMetrics(0.5 * (to_reference + from_reference), to_reference, from_reference, float(normals),
-                       fscore, volume, samples, scale)
+                       fscore, volume, samples, scale, placement_notes(mesh.bounds, reference.bounds))
+
+
+SIZE_RATIO = 2.0
+"""A mesh whose longest side differs from the reference's by more than this factor is noted: other units?"""
+OUTSIDE_MARGIN = 0.1
+"""Points farther than this times the box's longest side outside a model's box are noted: it never saw them."""
+
+
+def placement_notes(bounds: np.ndarray, reference_bounds: np.ndarray) -> tuple[str, ...]:
+    """What makes a comparison of two meshes meaningless whatever its figures: sizes that differ by more than
+    ``SIZE_RATIO`` (other units: millimetres against metres) and boxes that do not overlap (another place or
+    frame). ``bounds``: ``(2, 3)`` min and max corners of the mesh, ``reference_bounds`` the reference's."""
+    bounds, reference_bounds = np.asarray(bounds, np.float64), np.asarray(reference_bounds, np.float64)
+    notes = []
+    ratio = float(np.ptp(bounds, axis=0).max() / np.ptp(reference_bounds, axis=0).max())
+    if not 1 / SIZE_RATIO <= ratio <= SIZE_RATIO:
+        notes.append(f"the mesh is {ratio:.3g} times the reference's size (longest sides): other units?")
+    if np.any(bounds[0] > reference_bounds[1]) or np.any(reference_bounds[0] > bounds[1]):
+        notes.append("the mesh's box and the reference's do not overlap: another place or frame?")
+    return tuple(notes)
 
 
 def volume_iou(a: trimesh.Trimesh, b: trimesh.Trimesh, samples: int, rng: np.random.Generator) -> float | None:
@@ -124,7 +147,13 @@ def evaluate_model(model: OccupancyModel, points: PointSet, threshold: float = 0
     predicted = batched(model.logits, points.points, batch_size) > level
     actual = points.labels > 0.5
     score = iou(np.count_nonzero(predicted & actual), np.count_nonzero(predicted | actual))
-    return PointMetrics(score, float(np.mean(predicted == actual)), len(actual), threshold)
+    lo, hi = np.asarray(model.info.bounds_min), np.asarray(model.info.bounds_max)
+    margin = OUTSIDE_MARGIN * float(np.max(hi - lo))
+    outside = int(np.count_nonzero(np.any((points.points < lo - margin) | (points.points > hi + margin), axis=1)))
+    notes = (f"{outside:,} of {len(actual):,} points ({outside / len(actual):.1%}) lie outside the model's box "
+             f"by more than {OUTSIDE_MARGIN:.0%} of its size: the model never saw that space (other units or "
+             "another frame?)",) if outside else ()
+    return PointMetrics(score, float(np.mean(predicted == actual)), len(actual), threshold, notes)
 
 
 def _surface(mesh: trimesh.Trimesh, count: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:

@@ -119,3 +119,35 @@ def test_bad_options_in_the_api():
     box = trimesh.creation.box()
     with pytest.raises(InputError):
         compare_meshes(box, box, samples=0)
+
+
+def test_meshes_in_other_units_or_places_are_noted(tmp_path):
+    """Chamfer 497 and IoU 0 with exit 0 and no word was what a reference in millimetres got."""
+    from conftest import run_installed
+
+    ball = trimesh.creation.icosphere(3)
+    assert compare_meshes(ball, ball.copy(), 2000, iou_samples=2000).notes == ()
+    scaled, moved = ball.copy(), ball.copy()
+    scaled.apply_scale(1000)
+    moved.apply_translation([10.0, 0.0, 0.0])
+    notes = compare_meshes(ball, scaled, 2000, iou_samples=2000).notes
+    assert notes == ("the mesh is 0.001 times the reference's size (longest sides): other units?",)
+    assert compare_meshes(ball, moved, 2000, iou_samples=2000).notes == (
+        "the mesh's box and the reference's do not overlap: another place or frame?",)
+    ball.export(tmp_path / "a.ply")
+    scaled.export(tmp_path / "b.ply")
+    result = run_installed("occ-eval", str(tmp_path / "a.ply"), str(tmp_path / "b.ply"), "--samples", "2000",
+                           "--iou-samples", "2000", "--json")
+    assert result.returncode == 0 and "warning: the mesh is 0.001 times the reference's size" in result.stderr
+    assert json.loads(result.stdout)["notes"] == list(notes)
+
+
+def test_points_far_outside_the_models_box_are_noted():
+    model = OccupancyModel(DEMO_ONNX, device="cpu")
+    near = np.random.default_rng(0).uniform(-0.5, 0.5, (1000, 3))
+    far = np.vstack([near, near[:250] + 10.0])
+    labels = np.zeros(len(far), np.uint8)
+    assert evaluate_model(model, make_point_set(near, labels[:1000], "near", for_training=False)).notes == ()
+    notes = evaluate_model(model, make_point_set(far, labels, "far", for_training=False)).notes
+    assert len(notes) == 1 and notes[0].startswith("250 of 1,250 points (20.0%) lie outside the model's box by "
+                                                   "more than 10% of its size")
