@@ -76,7 +76,11 @@ def run_batch(shapes: list[Shape], settings: BatchSettings, out_dir: str | Path,
         fingerprint = settings.fingerprint()
         todo, skipped = [], 0
         for shape in shapes:
-            digest = sha256(shape.read())
+            try:
+                digest = sha256(shape.read())
+            except InputError:                   # gone or unreadable: it fails as its turn comes
+                todo.append(shape)
+                continue
             if _complete(rows.get(shape.name), digest, fingerprint, out_dir / shape.name, settings.outputs):
                 skipped += 1
             else:
@@ -98,7 +102,14 @@ def run_batch(shapes: list[Shape], settings: BatchSettings, out_dir: str | Path,
                 while todo or pending:
                     while todo and len(pending) < QUEUED_PER_SLOT * slots:
                         shape = todo.pop(0)
-                        data = shape.read()                 # read again: only the tasks in flight hold bytes
+                        try:
+                            data = shape.read()             # read again: only the tasks in flight hold bytes
+                        except InputError as exc:           # deleted or unreadable since: its row, not the end
+                            failed = ShapeResult(shape.name, f"read: {exc}", {}, {}, {}, time.time())
+                            rows[shape.name] = _record(failed, shape, "", fingerprint, out_dir, settings.outputs)
+                            counts["failed"] += 1
+                            write_summary(rows, summary)
+                            continue
                         ref = task.remote(shape.name, shape.source.suffix.lower(), data, settings)
                         pending[ref] = (shape, sha256(data))   # the digest of what was trained on
                     ready, _ = ray.wait(list(pending), num_returns=1, timeout=1.0)

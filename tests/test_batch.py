@@ -323,3 +323,18 @@ def test_symlinked_shape_folders_are_followed_once_and_loops_end(tmp_path):
     trimesh.creation.box().export(collection / "plain.obj")
     assert [(s.name, s.source.name) for s in find_shapes([collection])] == [("chair/a/model", "model.stl"),
                                                                             ("plain", "plain.obj")]
+
+
+def test_an_input_gone_during_the_batch_is_its_failed_row(tmp_path):
+    """Before: the whole batch aborted, the running shapes cancelled."""
+    from occnet.batch.job import BatchSettings
+    from occnet.batch.runner import run_batch
+    from occnet.batch.sources import find_shapes
+
+    trimesh.creation.icosphere(3, radius=0.4).export(tmp_path / "gone.stl")
+    shapes = find_shapes([tmp_path / "gone.stl"])
+    (tmp_path / "gone.stl").unlink()
+    report = run_batch(shapes, BatchSettings(), tmp_path / "out")
+    assert (report.done, report.failed) == (0, 1)
+    assert report.rows["gone"]["error"].startswith("read: cannot read ") and "gone.stl" in report.rows["gone"]["error"]
+    assert rows_of(tmp_path / "out")["gone"]["status"] == "failed"
