@@ -68,6 +68,7 @@ def run_batch(shapes: list[Shape], settings: BatchSettings, out_dir: str | Path,
 
     started = time.perf_counter()
     out_dir = Path(out_dir)
+    _check_names([shape.name for shape in shapes], settings.outputs)
     check_memory(settings.sampling)                         # as occ-train would, before any shape is trained
     check_samples_memory(settings.eval_samples, "--eval-samples")
     with claimed_folder(out_dir, "occ-batch"), contextlib.ExitStack() as stack:
@@ -135,6 +136,22 @@ def run_batch(shapes: list[Shape], settings: BatchSettings, out_dir: str | Path,
             if rows:                            # summary.csv is rewritten after each shape already
                 plot_summary(rows, out_dir / "summary.png")
     return BatchReport(rows, counts["done"], counts["failed"], skipped, time.perf_counter() - started)
+
+
+SUMMARY_FILES = ("summary.csv", "summary.png")
+"""The files of the output folder itself."""
+
+
+def _check_names(names: list[str], outputs: tuple[str, ...]) -> None:
+    """Refuse, before any work, shapes whose folders would be the output folder's own files or another
+    shape's files (a shape ``summary.csv`` from ``summary.csv.stl``, or ``x/eval.json`` beside shape ``x``):
+    their outputs and the summary would overwrite each other and break the folder for good."""
+    taken = {*SUMMARY_FILES, *(f"{name}/{output}" for name in names for output in outputs)}
+    clash = sorted(name for name in names if name in taken)
+    if clash:
+        raise InputError(f"shape name {clash[0]!r} would be the output folder's own file "
+                         f"({'summary' if clash[0] in SUMMARY_FILES else 'another shape'}'s); rename its source "
+                         "or put it in a folder of its own")
 
 
 def _start(ray, address: str | None) -> None:

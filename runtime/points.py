@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from occnet.runtime.errors import InputError, first_line
+from occnet.runtime.files import check_archive_sizes
 
 MIN_POINTS = 100
 POINT_KEYS = ("points", "pts", "xyz", "coords", "positions", "p")
@@ -86,6 +87,7 @@ def load_npz(path: Path, for_training: bool = True) -> PointSet:
         raise InputError(f"points file not found: {path}")
     if not zipfile.is_zipfile(path):
         raise InputError(f"{path}: not a readable .npz file (not the zip archive of arrays np.savez writes)")
+    check_archive_sizes(path, "arrays")
     try:
         with np.load(path, allow_pickle=False) as data:
             arrays = {key: data[key] for key in data.files}

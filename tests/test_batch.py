@@ -338,3 +338,15 @@ def test_an_input_gone_during_the_batch_is_its_failed_row(tmp_path):
     assert (report.done, report.failed) == (0, 1)
     assert report.rows["gone"]["error"].startswith("read: cannot read ") and "gone.stl" in report.rows["gone"]["error"]
     assert rows_of(tmp_path / "out")["gone"]["status"] == "failed"
+
+
+@pytest.mark.parametrize("names,clash", [(["summary.csv", "a"], "summary.csv"), (["summary.png"], "summary.png"),
+                                         (["x", "x/eval.json"], "x/eval.json"), (["x", "x/mesh.ply"], "x/mesh.ply")])
+def test_shape_names_that_would_be_the_folders_own_files_are_refused_before_any_work(tmp_path, names, clash):
+    from occnet.batch.job import BatchSettings
+    from occnet.batch.runner import run_batch
+    from occnet.batch.sources import Shape
+
+    with pytest.raises(InputError, match=f"shape name '{clash}' would be the output folder's own file"):
+        run_batch([Shape(name, tmp_path / f"{name}.stl") for name in names], BatchSettings(), tmp_path / "out")
+    assert not (tmp_path / "out").exists()

@@ -484,3 +484,22 @@ def test_float32_formats_are_refused_where_they_would_merge_vertices(tmp_path, s
     near = trimesh.creation.icosphere(5, radius=0.002)
     write_mesh(near, tmp_path / f"near{suffix}")
     assert len(read_mesh(tmp_path / f"near{suffix}").vertices) == len(near.vertices)
+
+
+def test_zip_bombs_are_refused_from_their_declared_sizes(trained_run, tmp_path):
+    """A 6 MB checkpoint declaring 6.5 GB took that much memory; a 6 MB .npz declaring 536 M points ran past
+    4.4 GB and 200 s. Here 64 MiB of zeros deflate to 64 KiB: refused before anything is inflated."""
+    import zipfile
+
+    bomb = np.zeros(1 << 23)                                              # 64 MiB
+    np.savez_compressed(tmp_path / "bomb.npz", points=bomb.reshape(-1, 4)[:, :3], occupancies=bomb[:1000])
+    assert_clean_failure(run_cli("occ-train", str(tmp_path / "bomb.npz"), "--out-dir", str(tmp_path / "run")),
+                         "occ-train", "would inflate")
+    with zipfile.ZipFile(tmp_path / "bomb.pt", "w", zipfile.ZIP_DEFLATED) as archive:
+        with zipfile.ZipFile(trained_run / "best.pt") as real:
+            for name in real.namelist():
+                archive.writestr(name, real.read(name))
+        archive.writestr("best/data/99", bomb.tobytes())
+    assert_clean_failure(run_cli("occ-export", str(tmp_path / "bomb.pt"), str(tmp_path / "m.onnx")),
+                         "occ-export", "more than 100x: a zip bomb, not tensors")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bomb.npz", "bomb.pt"]

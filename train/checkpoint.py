@@ -17,7 +17,7 @@ import torch
 
 from occnet.runtime.contract import Architecture, check_bounds
 from occnet.runtime.errors import InputError, ResourceError, first_line
-from occnet.runtime.files import write_bytes_atomic
+from occnet.runtime.files import check_archive_sizes, write_bytes_atomic
 from occnet.train.model import OccNet
 
 FORMAT = "occnet.checkpoint"
@@ -74,6 +74,7 @@ def load_checkpoint(path: Path) -> Checkpoint:
         raise CheckpointError(f"checkpoint not found: {path}")
     if not zipfile.is_zipfile(path):
         raise CheckpointError(f"{path}: not a PyTorch checkpoint (not the zip archive torch.save writes)")
+    check_archive_sizes(path, "tensors")
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
