@@ -9,6 +9,7 @@ so the torch-free runtime does not depend on the layers above it.
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import os
 import signal
@@ -39,8 +40,9 @@ def launch(prog: str, target: str) -> None:
             status = 0
         except SystemExit as exc:
             status = exc.code if isinstance(exc.code, int) else 0 if exc.code is None else 1
-        sys.stdout.flush()
-        sys.stderr.flush()
+        for stream in (sys.stdout, sys.stderr):
+            with contextlib.suppress(OSError):          # a reader that went away (| head) has all it wanted
+                stream.flush()
         os._exit(status)
 
 
