@@ -19,9 +19,10 @@ from test_cli import assert_clean_failure
 
 from occnet.batch.sources import find_shapes
 from occnet.batch.summary import COLUMNS
-from occnet.runtime.errors import InputError
+from occnet.runtime.errors import InputError, ResourceError
 from occnet.runtime.evaluate import compare_meshes
 from occnet.runtime.meshio import read_mesh
+from occnet.train.config import SamplingConfig
 
 pytest.importorskip("ray")
 
@@ -161,7 +162,7 @@ def test_a_killed_worker_is_retried(tmp_path):
     root = make_collection(tmp_path / "c")
     out = tmp_path / "out"
     proc = subprocess.Popen([str(BIN / "occ-batch"), str(root / "parts" / "ball.stl"), "--out-dir", str(out),
-                             *FAST, "--epochs", "100"],
+                             *FAST, "--epochs", "40"],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     worker = None
     for _ in range(600):
@@ -264,35 +265,25 @@ def test_a_shape_whose_model_learned_nothing_is_a_failed_row(tmp_path):
     from occnet.train.config import TrainConfig
 
     trimesh.creation.icosphere(3, radius=0.4).export(tmp_path / "ball.stl")
-    settings = BatchSettings(train=TrainConfig(epochs=1, lr=1e-30, device="cpu"))
+    settings = BatchSettings(train=TrainConfig(epochs=1, lr=1e-30, device="cpu"),
+                             sampling=SamplingConfig(num_points=5000))
     result = run_shape("ball", ".stl", (tmp_path / "ball.stl").read_bytes(), settings)
     assert not result.ok and result.files == {}
     assert result.error.startswith("train: the model did not learn the shape: best.pt (epoch 1 of 1) has "
                                    "validation IoU 0.")
 
 
-def test_a_private_ray_runs_its_workers_at_our_priority_with_sleeping_threads():
-    """Ray's workers run at niceness 15 by default: beside 4 CPU hogs a task got 2% of a core."""
-    import ray
-
-    from occnet.batch.runner import _start
-
-    _start(ray, None)
-    try:
-        probe = ray.remote(lambda: (os.nice(0), os.environ.get("OMP_WAIT_POLICY")))
-        assert ray.get(probe.remote()) == (0, "PASSIVE")
-    finally:
-        ray.shutdown()
-
-
-@pytest.mark.parametrize("option,value", [("--eval-samples", "2000000000"), ("--num-points", "2000000000")])
-def test_sizes_the_machine_cannot_hold_are_refused_before_any_work(tmp_path, option, value):
+@pytest.mark.parametrize("change,option", [({"eval_samples": 2_000_000_000}, "--eval-samples"),
+                                           ({"sampling": SamplingConfig(num_points=2_000_000_000)}, "--num-points")])
+def test_sizes_the_machine_cannot_hold_are_refused_before_any_work(tmp_path, change, option):
     """Before: the shapes trained, then Ray's out-of-memory killer ended the scoring, again and again."""
-    root = make_collection(tmp_path / "c")
-    result = run_installed("occ-batch", str(root / "parts" / "ball.stl"), "--out-dir", str(tmp_path / "out"),
-                           option, value, timeout=120)
-    assert_clean_failure(result, "occ-batch", f"{option} 2,000,000,000 needs about ")
-    assert "would fit" in result.stderr and not (tmp_path / "out").exists()
+    from occnet.batch.job import BatchSettings
+    from occnet.batch.runner import run_batch
+    from occnet.batch.sources import Shape
+
+    with pytest.raises(ResourceError, match=f"{option} 2,000,000,000 needs about .* would fit"):
+        run_batch([Shape("ball", tmp_path / "ball.stl")], BatchSettings(**change), tmp_path / "out")
+    assert not (tmp_path / "out").exists()
 
 
 def test_a_summary_resaved_by_a_spreadsheet_or_cut_short_still_reads(tmp_path):
@@ -325,16 +316,25 @@ def test_symlinked_shape_folders_are_followed_once_and_loops_end(tmp_path):
                                                                             ("plain", "plain.obj")]
 
 
-def test_an_input_gone_during_the_batch_is_its_failed_row(tmp_path):
-    """Before: the whole batch aborted, the running shapes cancelled."""
+def test_a_private_ray_runs_workers_at_our_priority_and_an_input_gone_during_the_batch_is_its_row(tmp_path):
+    """Ray's workers run at niceness 15 by default: beside 4 CPU hogs a task got 2% of a core. An input
+    deleted during a batch aborted the whole batch and cancelled its running shapes. (One test: one Ray.)"""
+    import ray
+
     from occnet.batch.job import BatchSettings
-    from occnet.batch.runner import run_batch
+    from occnet.batch.runner import _start, run_batch
     from occnet.batch.sources import find_shapes
 
     trimesh.creation.icosphere(3, radius=0.4).export(tmp_path / "gone.stl")
     shapes = find_shapes([tmp_path / "gone.stl"])
     (tmp_path / "gone.stl").unlink()
-    report = run_batch(shapes, BatchSettings(), tmp_path / "out")
+    _start(ray, None)
+    try:
+        probe = ray.remote(lambda: (os.nice(0), os.environ.get("OMP_WAIT_POLICY")))
+        assert ray.get(probe.remote()) == (0, "PASSIVE")
+        report = run_batch(shapes, BatchSettings(), tmp_path / "out")          # on the Ray already running
+    finally:
+        ray.shutdown()
     assert (report.done, report.failed) == (0, 1)
     assert report.rows["gone"]["error"].startswith("read: cannot read ") and "gone.stl" in report.rows["gone"]["error"]
     assert rows_of(tmp_path / "out")["gone"]["status"] == "failed"

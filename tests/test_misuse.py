@@ -451,8 +451,8 @@ def test_interrupted_while_importing_torch(tmp_path, prog, module, signum):
     assert_interrupted(proc.returncode, err, signum)
 
 
-@pytest.mark.parametrize("after", [0.1, 0.6])
-@pytest.mark.parametrize("command", ["occ-train", "occ-export", "occ-mesh", "occ-eval"])
+@pytest.mark.parametrize("command,after", [("occ-train", 0.1), ("occ-export", 0.6), ("occ-mesh", 0.1),
+                                           ("occ-eval", 0.6)])
 def test_an_interrupt_while_a_command_starts_is_one_line(trained_run, tmp_path, command, after):
     """The first second of every command is imports (typer, numpy, torch, onnxruntime): the console script
     installs its handlers before any of them, and a signal there is held until the import is over."""
