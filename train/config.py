@@ -20,8 +20,8 @@ class TrainConfig:
     of its data, these options and the seed, never of the machine's load: it trains ``epochs`` epochs (the
     learning-rate schedule fitted to them). ``patience`` (off by default) stops it sooner after that many
     epochs without a better validation loss in the second half of the schedule: on the quality suite a
-    patience of 15 ended every run just past half its epochs, before the learning rate had decayed, and
-    left floaters (5 components instead of 1 on the embossed letters at 200 epochs). A finite
+    patience of 15 ended the runs measured at epoch 102-104 of 200, before the learning rate had decayed,
+    and left floaters (5 components instead of 1 on the embossed letters). A finite
     ``time_budget`` (seconds, sampling included) is opt-in: it lowers ``epochs`` once, before training, to
     what fits (see :func:`~occnet.train.trainer.plan_epochs`). ``threads`` are
     PyTorch's CPU threads: the weights depend on their number (float sums split differently), so it is an
