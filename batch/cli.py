@@ -8,7 +8,6 @@ import os
 import sys
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import replace
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -68,7 +67,6 @@ def occ_batch(
     from occnet.batch.sources import find_shapes
 
     config, sampling = opt.configs(ctx.params)
-    config = replace(config, threads=threads_per_shape)
     settings = BatchSettings(config, sampling, MeshSettings(resolution=resolution, method=method.value,
                                                             threshold=threshold),
                              file_format.value, eval_samples, threads_per_shape, gpus_per_shape)

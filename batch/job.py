@@ -43,6 +43,8 @@ class BatchSettings:
             raise InputError(f"eval samples must be >= 1, got {self.eval_samples}")
         if self.threads_per_shape < 1:
             raise InputError(f"threads per shape must be >= 1, got {self.threads_per_shape}")
+        if self.train.threads != self.threads_per_shape:   # a task trains on the threads it was given
+            object.__setattr__(self, "train", replace(self.train, threads=self.threads_per_shape))
         if not (0 <= self.gpus_per_shape < math.inf):
             raise InputError(f"gpus per shape must be a number >= 0, got {self.gpus_per_shape}")
 

@@ -87,6 +87,13 @@ def run_batch(shapes: list[Shape], settings: BatchSettings, out_dir: str | Path,
             else:
                 todo.append(shape)
         counts = {"done": 0, "failed": 0}
+
+        def finish(result: ShapeResult, shape: Shape, digest: str) -> None:
+            """A shape's end, worked or failed: its files and row written, counted, the summary rewritten."""
+            rows[shape.name] = _record(result, shape, digest, fingerprint, out_dir, settings.outputs)
+            counts["done" if result.ok else "failed"] += 1
+            write_summary(rows, summary)
+
         own_ray = not ray.is_initialized()
         pending: dict = {}                      # task reference -> (shape, input digest)
         try:
@@ -106,20 +113,14 @@ def run_batch(shapes: list[Shape], settings: BatchSettings, out_dir: str | Path,
                         try:
                             data = shape.read()             # read again: only the tasks in flight hold bytes
                         except InputError as exc:           # deleted or unreadable since: its row, not the end
-                            failed = ShapeResult(shape.name, f"read: {exc}", {}, {}, {}, time.time())
-                            rows[shape.name] = _record(failed, shape, "", fingerprint, out_dir, settings.outputs)
-                            counts["failed"] += 1
-                            write_summary(rows, summary)
+                            finish(ShapeResult(shape.name, f"read: {exc}", {}, {}, {}, time.time()), shape, "")
                             continue
                         ref = task.remote(shape.name, shape.source.suffix.lower(), data, settings)
                         pending[ref] = (shape, sha256(data))   # the digest of what was trained on
                     ready, _ = ray.wait(list(pending), num_returns=1, timeout=1.0)
                     for ref in ready:
                         shape, digest = pending.pop(ref)
-                        result = _result(ray, ref, shape)
-                        rows[shape.name] = _record(result, shape, digest, fingerprint, out_dir, settings.outputs)
-                        counts["done" if result.ok else "failed"] += 1
-                        write_summary(rows, summary)
+                        finish(_result(ray, ref, shape), shape, digest)
                     if on_progress:
                         finished = counts["done"] + counts["failed"]
                         pace = (time.perf_counter() - started) / finished if finished else None

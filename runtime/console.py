@@ -23,7 +23,6 @@ Device = Enum("Device", {name: name for name in DEVICES}, type=str)
 
 EXIT_ERROR = 1
 EXIT_USAGE = 2
-EXIT_SIGNAL_BASE = signals.EXIT_SIGNAL_BASE
 _ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
 
 # Newer typer vendors click (typer._click), older typer uses click itself: reach its ClickException
@@ -72,7 +71,7 @@ def _run(app: typer.Typer, prog: str, args: list[str] | None, extra: str, needs:
             importlib.import_module(module)
         # typer turns a KeyboardInterrupt into a returned 130 under standalone_mode=False
         returned = command.main(args=args, prog_name=prog, standalone_mode=False)
-        interrupted = returned == EXIT_SIGNAL_BASE + signal.SIGINT
+        interrupted = returned == signals.EXIT_SIGNAL_BASE + signal.SIGINT
     except Interrupted as exc:
         detail, interrupted = str(exc), True
     except KeyboardInterrupt:
@@ -90,7 +89,7 @@ def _run(app: typer.Typer, prog: str, args: list[str] | None, extra: str, needs:
     received = signals.received()
     if interrupted or received is not None:
         signum = received if received is not None else signal.SIGINT
-        fail(prog, "interrupted" + (f"; {detail}" if detail else ""), EXIT_SIGNAL_BASE + signum)
+        fail(prog, "interrupted" + (f"; {detail}" if detail else ""), signals.EXIT_SIGNAL_BASE + signum)
     if error is not None:
         fail(prog, error, code)
 

@@ -350,3 +350,11 @@ def test_shape_names_that_would_be_the_folders_own_files_are_refused_before_any_
     with pytest.raises(InputError, match=f"shape name '{clash}' would be the output folder's own file"):
         run_batch([Shape(name, tmp_path / f"{name}.stl") for name in names], BatchSettings(), tmp_path / "out")
     assert not (tmp_path / "out").exists()
+
+
+def test_a_task_trains_on_the_threads_it_is_given():
+    """The weights depend on the thread count, so it is the training option, set by the task's share."""
+    from occnet.batch.job import BatchSettings
+
+    assert BatchSettings(threads_per_shape=2).train.threads == 2
+    assert BatchSettings(threads_per_shape=2).fingerprint() != BatchSettings().fingerprint()
