@@ -12,8 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from occnet.runtime.errors import InputError
-
-MIN_RESOLUTION = 2
+from occnet.runtime.settings import MIN_RESOLUTION, check_integer
 
 
 @dataclass(frozen=True)
@@ -31,8 +30,7 @@ class Grid:
         The longest side is sampled exactly from min to max (``linspace``, both ends inclusive, as the
         seed's ``make_grid``); shorter sides get the same spacing, as many samples as cover them, centred.
         """
-        if not isinstance(resolution, (int, np.integer)) or resolution < MIN_RESOLUTION:
-            raise InputError(f"resolution must be an integer >= {MIN_RESOLUTION}, got {resolution}")
+        check_integer("resolution", resolution, MIN_RESOLUTION)
         lo = np.asarray(bounds_min, dtype=np.float64)
         hi = np.asarray(bounds_max, dtype=np.float64)
         extent = hi - lo

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -10,6 +11,7 @@ import onnxruntime as ort
 from occnet.runtime.contract import DEVICES, INPUT_NAME, OUTPUT_NAME, ModelInfo
 from occnet.runtime.errors import DeviceError, InputError, ModelError, first_line
 from occnet.runtime.machine import available_cores
+from occnet.runtime.settings import check_integer
 
 CUDA = "CUDAExecutionProvider"
 CPU = "CPUExecutionProvider"
@@ -26,11 +28,14 @@ class OccupancyModel:
     """
 
     def __init__(self, path: str | Path, device: str = "auto", threads: int = 0) -> None:
+        if not isinstance(path, (str, os.PathLike)):
+            raise InputError(f"model path must be a str or a path, got {type(path).__name__}")
         self.path = Path(path)
-        if device not in DEVICES:
+        if not isinstance(device, str) or device not in DEVICES:
             raise InputError(f"device must be one of {', '.join(DEVICES)}, got {device!r}")
         cores = available_cores()
-        if not 0 <= threads <= cores:
+        check_integer("threads", threads, 0)
+        if threads > cores:
             raise InputError(f"threads must lie in 0..{cores} (the cores this process may use; 0: all of them), "
                              f"got {threads}")
         if self.path.is_dir():
@@ -89,6 +94,10 @@ class OccupancyModel:
         points = np.asarray(points)
         if points.ndim != 2 or points.shape[1] != 3:
             raise InputError(f"points must have shape (N, 3), got {points.shape}")
+        if points.dtype.kind not in "iuf":
+            raise InputError(f"points must be real numbers, got dtype {points.dtype}")
+        if not np.all(np.isfinite(points)):
+            raise InputError("points must be finite; NaN or infinite coordinates have no occupancy")
         points = np.ascontiguousarray(points - np.asarray(self.info.origin), dtype=np.float32)
         if len(points) == 0:
             return np.zeros(0, np.float32)

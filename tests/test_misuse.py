@@ -312,6 +312,10 @@ def test_malformed_metadata_is_one_line(tmp_path, change, match):
     ({"version": "1"}, "format version '1' is not a positive integer"),
     ({"bounds_min": [float("nan")] * 3}, "finite"),
     ({"metrics": None}, "no 'metrics' entry"), ({"metrics": [0.5]}, "metrics must be a dict of figures"),
+    ({"architecture": {"hidden_size": 32, "hidden_layers": 4}}, "architecture it records: shapes: net.0.weight is "
+     "(64, 3), not (32, 3), net.0.bias is (64,), not (32,), net.2.weight is (64, 64), not (32, 32) and 8 more"),
+    ({"architecture": {"hidden_size": 64, "hidden_layers": 3}}, "records: unexpected net.10.weight, net.10.bias; "
+     "shapes: net.8.weight is (64, 64), not (1, 64), net.8.bias is (64,), not (1,)"),
 ])
 def test_crafted_checkpoints_are_one_line(trained_run, tmp_path, change, match):
     state = torch.load(trained_run / "best.pt", weights_only=True)

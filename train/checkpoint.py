@@ -53,11 +53,38 @@ class Checkpoint:
             model = OccNet(self.architecture, self.bounds_min, self.bounds_max, self.origin)
         except (RuntimeError, MemoryError) as exc:     # the allocator's RuntimeError: not enough memory
             raise ResourceError(f"not enough memory to build the network it records ({first_line(exc)})") from None
+        mismatch = weight_mismatch(model.state_dict(), self.model_state)
+        if mismatch:
+            raise CheckpointError(f"its weights do not fit the architecture it records: {mismatch}")
         try:
             model.load_state_dict(self.model_state)
-        except RuntimeError as exc:
+        except RuntimeError as exc:                    # a value no tensor can take (a wrong dtype)
             raise CheckpointError(f"its weights do not fit the architecture it records ({first_line(exc)})") from None
         return model.eval()
+
+
+def weight_mismatch(expected: dict, found: dict, shown: int = 3) -> str:
+    """What keeps ``found`` (a state dict) from loading into a network whose state dict is ``expected``, in
+    one line (missing and unexpected names, shapes that differ; the first ``shown`` of each), or ``""``.
+    PyTorch's own message puts each kind on its own line, so a one-line report of it said only that there
+    were errors."""
+
+    def listed(kind: str, items: list[str]) -> str:
+        more = f" and {len(items) - shown} more" if len(items) > shown else ""
+        return f"{kind} {', '.join(items[:shown])}{more}"
+
+    missing = [name for name in expected if name not in found]
+    unexpected = [str(name) for name in found if name not in expected]
+    shapes = [f"{name} is {_shape(found[name])}, not {_shape(tensor)}" for name, tensor in expected.items()
+              if name in found and _shape(found[name]) != _shape(tensor)]
+    parts = [listed(kind, items) for kind, items in (("missing", missing), ("unexpected", unexpected),
+                                                     ("shapes:", shapes)) if items]
+    return "; ".join(parts)
+
+
+def _shape(value) -> str:
+    """A tensor's shape as ``(64, 3)``, or the type of a value that is no tensor."""
+    return str(tuple(value.shape)) if isinstance(value, torch.Tensor) else type(value).__name__
 
 
 def save_checkpoint(path: Path, state: dict) -> None:
