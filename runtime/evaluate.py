@@ -18,7 +18,7 @@ from occnet.runtime import signals
 from occnet.runtime.errors import InputError, ResourceError
 from occnet.runtime.field import batched
 from occnet.runtime.inside import MAX_AMBIGUOUS, contains
-from occnet.runtime.machine import available_bytes
+from occnet.runtime.machine import available_memory
 from occnet.runtime.points import PointSet, iou
 from occnet.runtime.session import OccupancyModel
 from occnet.runtime.settings import probability_to_logit
@@ -71,10 +71,10 @@ class PointMetrics:
 def check_samples_memory(samples: int, option: str = "samples") -> None:
     """Refuse, before any work, a surface sample count whose comparison would not fit in memory (``option``:
     the name the user gave it, for the message)."""
-    need, have = BYTES_PER_SAMPLE * samples, available_bytes()
-    if have is not None and need > have:
-        raise ResourceError(f"{option} {samples:,} needs about {need / 2**30:.1f} GiB, only {have / 2**30:.1f} "
-                            f"GiB is available; {have // BYTES_PER_SAMPLE:,} samples would fit")
+    need, have = BYTES_PER_SAMPLE * samples, available_memory()
+    if have is not None and need > have.nbytes:
+        raise ResourceError(f"{option} {samples:,} needs about {need / 2**30:.1f} GiB, only {have} is available; "
+                            f"at most {have.nbytes // BYTES_PER_SAMPLE:,} samples would fit")
 
 
 def compare_meshes(mesh: trimesh.Trimesh, reference: trimesh.Trimesh, samples: int = 100_000,

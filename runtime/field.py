@@ -23,7 +23,7 @@ import numpy as np
 
 from occnet.runtime.errors import InputError, ResourceError
 from occnet.runtime.grid import Grid
-from occnet.runtime.machine import available_bytes
+from occnet.runtime.machine import Memory, available_memory
 
 LogitFn = Callable[[np.ndarray], np.ndarray]
 """``(N, 3) float64`` world points -> ``(N,) float32`` logits."""
@@ -217,10 +217,11 @@ class BrickStorage:
         if need > len(self.values):
             capacity = max(need, 2 * len(self.values), 64)
             grow = (capacity - len(self.values)) * SIZE**3 * 4
-            have = available_bytes() if self.memory_limit is None else self.memory_limit - self.nbytes
-            if have is not None and grow > have:
+            have = (available_memory() if self.memory_limit is None else
+                    Memory(self.memory_limit - self.nbytes, "the limit this extraction was given"))
+            if have is not None and grow > have.nbytes:
                 raise ResourceError(f"the surface needs more memory than is available ({self.nbytes / 2**30:.1f} "
-                                    "GiB in use); use a lower resolution")
+                                    f"GiB in use, {have} left); use a lower resolution")
             values = np.empty((capacity,) + (SIZE,) * 3, np.float32)
             values[:self.count] = self.values[:self.count]
             bricks_of = np.empty((capacity, 3), np.int64)

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from occnet.runtime import signals
 from occnet.runtime.errors import InputError, OutputError, ResourceError, first_line
-from occnet.runtime.machine import available_bytes
+from occnet.runtime.machine import available_memory
 
 MAX_INFLATION = 100
 """Largest ratio of a zip member's size to its compressed size accepted for members over 1 MiB. torch.save
@@ -139,10 +139,10 @@ def check_archive_sizes(path: Path, what: str) -> None:
             members = archive.infolist()
     except (OSError, zipfile.BadZipFile) as exc:
         raise InputError(f"{path}: not a readable zip archive ({first_line(exc)})") from None
-    total, have = sum(m.file_size for m in members), available_bytes()
-    if have is not None and total > have:
+    total, have = sum(m.file_size for m in members), available_memory()
+    if have is not None and total > have.nbytes:
         raise ResourceError(f"{path}: its archive declares {total / 2**30:.1f} GiB of {what}, more than the "
-                            f"{have / 2**30:.1f} GiB of memory available")
+                            f"{have} available")
     for member in members:
         if member.file_size > 1 << 20 and member.file_size > MAX_INFLATION * max(member.compress_size, 1):
             raise InputError(f"{path}: refused: {member.filename!r} would inflate {member.compress_size:,} bytes "

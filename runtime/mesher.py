@@ -10,9 +10,9 @@ import trimesh
 from occnet.runtime.errors import ResourceError
 from occnet.runtime.field import LogitFn, Progress, adaptive_field, dense_field
 from occnet.runtime.grid import Grid
-from occnet.runtime.machine import available_bytes
+from occnet.runtime.machine import available_memory
 from occnet.runtime.session import OccupancyModel
-from occnet.runtime.settings import MeshSettings, probability_to_logit
+from occnet.runtime.settings import MIN_RESOLUTION, MeshSettings, probability_to_logit
 from occnet.runtime.surface import drop_specks, filter_components, is_closed, surface_arrays
 
 SPECK_CELLS = 2
@@ -60,14 +60,27 @@ def required_bytes(grid: Grid, method: str) -> int:
 def plan_grid(bounds_min, bounds_max, settings: MeshSettings) -> Grid:
     """The grid for ``settings``, refused with :class:`ResourceError` if it would not fit in memory."""
     grid = Grid.from_bounds(bounds_min, bounds_max, settings.resolution)
-    need, have = required_bytes(grid, settings.method), available_bytes()
-    if have is not None and need > have:
-        fits = settings.resolution
-        while fits > 2 and required_bytes(Grid.from_bounds(bounds_min, bounds_max, fits), settings.method) > have:
-            fits = int(fits * 0.9)
-        raise ResourceError(f"resolution {settings.resolution} needs about {need / 2**30:.1f} GiB, "
-                            f"only {have / 2**30:.1f} GiB is available; resolution {fits} would fit")
+    need, have = required_bytes(grid, settings.method), available_memory()
+    if have is not None and need > have.nbytes:
+        def fits(resolution: int) -> bool:
+            return required_bytes(Grid.from_bounds(bounds_min, bounds_max, resolution), settings.method) <= have.nbytes
+
+        largest = _largest(fits, MIN_RESOLUTION, settings.resolution - 1)
+        advice = f"resolution {largest} is the largest that would fit" if largest else "no resolution would fit"
+        raise ResourceError(f"resolution {settings.resolution} needs about {need / 2**30:.1f} GiB, only {have} "
+                            f"is available; {advice}")
     return grid
+
+
+def _largest(fits, low: int, high: int) -> int | None:
+    """The largest integer in ``low..high`` for which ``fits`` (true up to some point, false after) holds, by
+    bisection; None where none does."""
+    if high < low or not fits(low):
+        return None
+    while low < high:
+        middle = (low + high + 1) // 2
+        low, high = (middle, high) if fits(middle) else (low, middle - 1)
+    return low
 
 
 def mesh_field(fn: LogitFn, bounds_min, bounds_max, settings: MeshSettings = MeshSettings(),

@@ -10,6 +10,7 @@ import trimesh
 from conftest import ROOT, mesh_difference, sphere_logits
 
 from occnet.runtime import field as field_module
+from occnet.runtime import mesher
 from occnet.runtime.errors import InputError, ResourceError
 from occnet.runtime.field import (
     BRICK,
@@ -30,7 +31,8 @@ from occnet.runtime.field import (
     dense_field,
 )
 from occnet.runtime.grid import Grid
-from occnet.runtime.mesher import mesh_field
+from occnet.runtime.machine import Memory
+from occnet.runtime.mesher import mesh_field, plan_grid
 from occnet.runtime.settings import MeshSettings
 from occnet.runtime.surface import extract_mesh, is_closed
 from occnet.train.shapes import DEMO_BOUNDS, demo_sdf
@@ -427,3 +429,24 @@ def test_the_mesh_comparison_sees_a_moved_vertex_a_missing_face_and_a_flipped_on
     flipped = sphere.faces.copy()
     flipped[0] = flipped[0, ::-1]
     assert mesh_difference(trimesh.Trimesh(sphere.vertices, flipped, process=False), sphere) == (1, 1)
+
+
+@pytest.mark.parametrize("method", ["adaptive", "dense"])
+@pytest.mark.parametrize("gib", [0.5, 2.0, 9.0])
+def test_a_refused_resolution_names_the_largest_that_would_fit(monkeypatch, method, gib):
+    """The resolution the refusal offers fits, and one more does not (a 0.9x step down offered less)."""
+    have = Memory(int(gib * 2**30), "a test's limit")
+    monkeypatch.setattr(mesher, "available_memory", lambda: have)
+    with pytest.raises(ResourceError, match=rf"only {gib:.1f} GiB \(a test's limit\) is available; resolution "
+                                            r"(\d+) is the largest that would fit$") as refused:
+        plan_grid(*DEMO_BOUNDS, MeshSettings(resolution=8192, method=method))
+    largest = int(refused.value.args[0].split("resolution ")[-1].split()[0])
+    assert plan_grid(*DEMO_BOUNDS, MeshSettings(resolution=largest, method=method)).shape[0] == largest
+    with pytest.raises(ResourceError):
+        plan_grid(*DEMO_BOUNDS, MeshSettings(resolution=largest + 1, method=method))
+
+
+def test_no_resolution_fits_below_the_libraries_own_memory(monkeypatch):
+    monkeypatch.setattr(mesher, "available_memory", lambda: Memory(2**20, "a test's limit"))
+    with pytest.raises(ResourceError, match="no resolution would fit$"):
+        plan_grid(*DEMO_BOUNDS, MeshSettings(resolution=64))

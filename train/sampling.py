@@ -16,7 +16,7 @@ from occnet.runtime.errors import InputError, ResourceError
 from occnet.runtime.field import dense_field
 from occnet.runtime.grid import Grid
 from occnet.runtime.inside import MAX_AMBIGUOUS, contains
-from occnet.runtime.machine import available_bytes
+from occnet.runtime.machine import available_memory
 from occnet.runtime.meshio import MESH_FORMATS, read_mesh
 from occnet.runtime.points import PointSet, load_npz, make_point_set
 from occnet.runtime.surface import extract_mesh
@@ -31,11 +31,12 @@ BASE_BYTES = 1 << 30
 
 def check_memory(config: SamplingConfig) -> None:
     """Refuse, before sampling, a point count whose sampling and training would not fit in memory."""
-    need, have = BASE_BYTES + BYTES_PER_POINT * config.num_points, available_bytes()
-    if have is not None and need > have:
-        fits = max(100, (have - BASE_BYTES) // BYTES_PER_POINT)
-        raise ResourceError(f"--num-points {config.num_points:,} needs about {need / 2**30:.1f} GiB, only "
-                            f"{have / 2**30:.1f} GiB is available; {fits:,} points would fit")
+    need, have = BASE_BYTES + BYTES_PER_POINT * config.num_points, available_memory()
+    if have is not None and need > have.nbytes:
+        fits = (have.nbytes - BASE_BYTES) // BYTES_PER_POINT
+        advice = f"at most {fits:,} points would fit" if fits > 0 else "no point count would fit"
+        raise ResourceError(f"--num-points {config.num_points:,} needs about {need / 2**30:.1f} GiB, only {have} "
+                            f"is available; {advice}")
 
 
 def sample_shape(surface: trimesh.Trimesh, label: Callable[[np.ndarray], np.ndarray], bounds, config: SamplingConfig,
