@@ -43,14 +43,20 @@ def find_shapes(sources: list[str | Path], exclude: Path | None = None) -> list[
     """The shapes in ``sources``, sorted by name: a file is one shape (named by its stem); a folder is searched
     recursively for meshes and labelled ``.npz`` points (ONet's ``pointcloud.npz``, which has no occupancies,
     is passed over), each named by its path relative to the folder; a glob is expanded and named relative to
-    its fixed leading folders. A ``points.npz`` takes its folder's name. Nothing under ``exclude`` (the output
-    folder) counts. Raises :class:`InputError` for a source that does not exist, names that clash, or no shapes.
+    its fixed leading folders. A path that exists is taken as it is, wildcard characters and all
+    (``scans[2024]/``). A ``points.npz`` takes its folder's name. Nothing under ``exclude`` (the output
+    folder) counts, and a source that lies in it is refused. Raises :class:`InputError` for a source that does
+    not exist or lies in ``exclude``, names that clash, or no shapes.
     """
     found: dict[str, Path] = {}
     skip = Path(exclude).resolve() if exclude is not None else None
     for source in map(str, sources):
+        if skip is not None and Path(source).exists() and _within(Path(source).resolve(), skip):
+            raise InputError(f"{source} lies in the output folder {exclude}, where occ-batch writes its results "
+                             "(and whose files it never takes as shapes); move the shapes out or choose another "
+                             "--out-dir")
         for name, path in _expand(source):
-            if skip is not None and (path.resolve() == skip or skip in path.resolve().parents):
+            if skip is not None and _within(path.resolve(), skip):
                 continue
             if name in found and found[name].resolve() != path.resolve():
                 raise InputError(f"two sources would both be shape {name!r}: {found[name]} and {path}; pass "
@@ -62,18 +68,16 @@ def find_shapes(sources: list[str | Path], exclude: Path | None = None) -> list[
     return [Shape(name, found[name]) for name in sorted(found)]
 
 
+def _within(path: Path, folder: Path) -> bool:
+    """Whether resolved ``path`` is resolved ``folder`` or lies under it."""
+    return path == folder or folder in path.parents
+
+
 def _expand(source: str) -> list[tuple[str, Path]]:
     """(name, file) pairs of one source."""
-    if glob.has_magic(source):
-        fixed = Path(*_leading(Path(source).parts))
-        matches = [Path(m) for m in sorted(glob.glob(source, recursive=True))]
-        if not matches:
-            raise InputError(f"no file matches {source}")
-        pairs = []
-        for match in matches:
-            pairs += _folder(match) if match.is_dir() else [(_name(match.relative_to(fixed)), match)]
-        return [(n, p) for n, p in pairs if _is_shape(p)]
     path = Path(source)
+    if glob.has_magic(source) and not path.exists():
+        return _glob(source)
     if path.is_dir():
         return _folder(path)
     if not path.is_file():
@@ -85,14 +89,31 @@ def _expand(source: str) -> list[tuple[str, Path]]:
     return [(_name(relative), path)]
 
 
+def _glob(source: str) -> list[tuple[str, Path]]:
+    """(name, file) pairs of a glob. Its longest leading folder that exists is taken literally (escaped), so a
+    wildcard character in a folder's own name (``scans[2024]/*.stl``) is that character, not a pattern; names
+    are relative to the folders before the first wildcard after it."""
+    parts = Path(source).parts
+    literal = max(k for k in range(len(parts)) if Path(*parts[:k]).is_dir())
+    fixed = Path(*parts[:literal], *_leading(parts[literal:]))
+    pattern = os.path.join(*(glob.escape(part) for part in parts[:literal]), *parts[literal:])
+    matches = [Path(m) for m in sorted(glob.glob(pattern, recursive=True))]
+    if not matches:
+        raise InputError(f"no file matches {source}")
+    pairs = []
+    for match in matches:
+        pairs += _folder(match) if match.is_dir() else [(_name(match.relative_to(fixed)), match)]
+    return [(n, p) for n, p in pairs if _is_shape(p)]
+
+
 def _leading(parts: tuple[str, ...]) -> list[str]:
-    """The parts of a glob before its first wildcard."""
+    """The parts of a glob before its first wildcard (its last part, the file pattern, never counts)."""
     out = []
     for part in parts[:-1]:
         if glob.has_magic(part):
             break
         out.append(part)
-    return out or ["."]
+    return out
 
 
 def _folder(folder: Path) -> list[tuple[str, Path]]:

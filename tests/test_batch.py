@@ -358,3 +358,28 @@ def test_a_task_trains_on_the_threads_it_is_given():
 
     assert BatchSettings(threads_per_shape=2).train.threads == 2
     assert BatchSettings(threads_per_shape=2).fingerprint() != BatchSettings().fingerprint()
+
+
+def test_wildcard_characters_in_folder_names_are_those_characters(tmp_path):
+    """A folder that exists is taken as named, ``[`` and ``*`` included; a glob below it keeps them too."""
+    for folder in ("scans[1]", "scans1", "a*b"):
+        (tmp_path / folder).mkdir()
+    for path in ("scans[1]/ball.stl", "scans[1]/box.stl", "scans1/decoy.stl", "a*b/c.stl"):
+        trimesh.creation.box().export(tmp_path / path)
+    assert [s.name for s in find_shapes([tmp_path / "scans[1]"])] == ["ball", "box"]
+    assert [s.name for s in find_shapes([str(tmp_path / "scans[1]" / "b*.stl")])] == ["ball", "box"]
+    assert [s.name for s in find_shapes([str(tmp_path / "scans[1]" / "*")])] == ["ball", "box"]
+    assert [s.name for s in find_shapes([tmp_path / "a*b"])] == ["c"]
+    assert [s.name for s in find_shapes([str(tmp_path / "scans?")])] == ["decoy"]
+
+
+@pytest.mark.parametrize("source", ["out", "out/shapes", "out/shapes/ball.stl"])
+def test_a_source_inside_the_output_folder_is_refused_by_name(tmp_path, source):
+    """Results never count as shapes, so a source in ``--out-dir`` would be passed over in silence and the
+    batch would say "no shapes found"."""
+    (tmp_path / "out" / "shapes").mkdir(parents=True)
+    trimesh.creation.box().export(tmp_path / "out" / "shapes" / "ball.stl")
+    result = run_installed("occ-batch", str(tmp_path / source), "--out-dir", str(tmp_path / "out"))
+    assert_clean_failure(result, "occ-batch", f"{tmp_path / source} lies in the output folder {tmp_path / 'out'}, "
+                                              "where occ-batch writes its results")
+    assert sorted(p.name for p in (tmp_path / "out").rglob("*")) == ["ball.stl", "shapes"]
