@@ -39,6 +39,10 @@ LIMITS = {"hidden_size": 1024, "hidden_layers": 32, "fourier_features": 1024}
 that would exhaust memory when a crafted file asks for them."""
 MAX_COORDINATE = 1e30
 """Largest |bound| accepted: grid coordinates must stay finite in float32 (max 3.4e38) with room to spare."""
+MIN_EXTENT = 1e-30
+"""Smallest longest side of a box accepted: the network's float32 keeps full precision down to 1.2e-38, and a
+box's finest cells are thousands of times smaller than the box (a part 1e-35 across trained and meshed
+right; 1e-41 diverged)."""
 LEARNED_IOU = 0.5
 """Validation IoU below which a trained model has not learned its shape: occ-train fails such a run and
 occ-export warns on its checkpoint. Every shape of the quality suite scores 0.9 or more after training; an
@@ -146,8 +150,16 @@ def check_bounds(lo, hi, origin=(0.0, 0.0, 0.0)) -> None:
         raise ValueError(f"box must be finite, got min {tuple(lo)} max {tuple(hi)}")
     if max(abs(v) for v in values) > MAX_COORDINATE:
         raise ValueError(f"box coordinates must lie within +-{MAX_COORDINATE:g}, got min {tuple(lo)} max {tuple(hi)}")
+    check_extent(max(h - low for low, h in zip(lo, hi)))
     if not all(_float32(h - o) > _float32(low - o) for low, h, o in zip(lo, hi, origin)):
         raise ValueError(f"box is empty in float32, got min {tuple(lo)} max {tuple(hi)}")
+
+
+def check_extent(extent: float) -> None:
+    """Raise ``ValueError`` for a box whose longest side, ``extent``, is under :data:`MIN_EXTENT`."""
+    if extent < MIN_EXTENT:
+        raise ValueError(f"the box is {extent:.3g} units across, less than the {MIN_EXTENT:g} whose cells float32 "
+                         "resolves; scale the data up (e.g. to micrometres)")
 
 
 def _float32(value: float) -> float:

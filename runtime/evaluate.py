@@ -159,4 +159,14 @@ def evaluate_model(model: OccupancyModel, points: PointSet, threshold: float = 0
 def _surface(mesh: trimesh.Trimesh, count: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
     """``count`` area-uniform surface points and their faces' unit normals: two ``(count, 3)`` arrays."""
     points, faces = trimesh.sample.sample_surface(mesh, count, seed=int(rng.integers(2**31)))
-    return points, mesh.face_normals[faces]
+    return points, _unit_normals(mesh.vertices, mesh.faces[faces])
+
+
+def _unit_normals(vertices: np.ndarray, faces: np.ndarray) -> np.ndarray:
+    """``(F, 3)`` unit normals of ``faces (F, 3)``, computed at the mesh's own scale: trimesh's face normals
+    drop triangles whose cross product is under an absolute 1e-12 (every face of a part 1e-6 units across),
+    which scored such a mesh's normal consistency 0."""
+    corners = vertices[faces] / max(float(np.ptp(vertices, axis=0).max()), np.finfo(np.float64).tiny)
+    normals = np.cross(corners[:, 1] - corners[:, 0], corners[:, 2] - corners[:, 0])
+    length = np.linalg.norm(normals, axis=1, keepdims=True)
+    return np.divide(normals, length, out=np.zeros_like(normals), where=length > 0)

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
+from occnet.runtime.contract import check_extent
 from occnet.runtime.errors import InputError, first_line
 from occnet.runtime.files import check_archive_sizes
 
@@ -74,6 +75,11 @@ def make_point_set(points, labels, source: str, bounds=None, for_training: bool 
     lo, hi = (tuple(float(v) for v in b) for b in bounds)
     if for_training and not all(h > low for low, h in zip(lo, hi)):
         raise InputError(f"{source}: the points span no volume (box {lo} .. {hi})")
+    if for_training:
+        try:
+            check_extent(max(h - low for low, h in zip(lo, hi)))
+        except ValueError as exc:
+            raise InputError(f"{source}: {exc}") from None
     return PointSet(points, labels, lo, hi, source)
 
 

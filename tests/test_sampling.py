@@ -5,7 +5,7 @@ import pytest
 import trimesh
 
 from occnet.runtime.errors import InputError
-from occnet.train.sampling import SamplingConfig, load_points, mesh_points
+from occnet.train.sampling import MIN_NEAR_INSIDE, SamplingConfig, load_points, mesh_points
 from occnet.train.shapes import DEMO_BOUNDS, demo_occupancy
 
 
@@ -119,3 +119,37 @@ def test_bad_mesh_files(tmp_path, name, content, match):
 def test_bad_sampling_options(kwargs):
     with pytest.raises(InputError):
         SamplingConfig(**kwargs)
+
+
+@pytest.mark.parametrize("extents,inside", [((100, 100, 0.05), "1.[0-9]%"), ((100, 0.01, 0.01), "0.0%")])
+def test_parts_thinner_than_the_noise_are_refused_with_a_measured_near_sigma(tmp_path, extents, inside):
+    """A sheet or a rod far thinner than the near-surface noise got "no surface to learn" or trained to IoU 0;
+    the refusal names the cause and a --near-sigma measured to work, which does."""
+    trimesh.creation.box(extents).export(tmp_path / "thin.stl")
+    config = SamplingConfig(num_points=4000)
+    with pytest.raises(InputError, match=rf"only {inside} of the 2,000 near-surface points fall inside .* thinner "
+                                         r"than --near-sigma 0.01 x the longest side 110 = 1.1 units; --near-sigma "
+                                         r"(\S+) puts a quarter or more inside") as refused:
+        mesh_points(tmp_path / "thin.stl", config, seed=0)
+    advised = float(refused.value.args[0].split("; --near-sigma ")[1].split()[0])
+    points = mesh_points(tmp_path / "thin.stl", SamplingConfig(num_points=4000, near_sigma=advised), seed=0)
+    assert np.mean(points.labels[2000:]) >= MIN_NEAR_INSIDE
+
+
+@pytest.mark.parametrize("scale", [1e-9, 1e-25])
+def test_tiny_parts_are_sampled_like_unit_ones(tmp_path, scale):
+    """A part 1e-9 units across was refused as "no faces with area" (trimesh's absolute 1e-8)."""
+    trimesh.creation.box((1, 1, 1)).export(tmp_path / "unit.ply")
+    trimesh.creation.box((1, 1, 1)).apply_scale(scale).export(tmp_path / "tiny.ply")
+    unit = mesh_points(tmp_path / "unit.ply", SamplingConfig(num_points=4000), seed=0)
+    tiny = mesh_points(tmp_path / "tiny.ply", SamplingConfig(num_points=4000), seed=0)
+    np.testing.assert_allclose(tiny.points, unit.points * scale, rtol=1e-6, atol=scale * 1e-9)
+    assert np.array_equal(tiny.labels, unit.labels)
+
+
+@pytest.mark.parametrize("scale", [1e-33, 1e-41])
+def test_parts_below_what_float32_resolves_are_refused_by_their_size(tmp_path, scale):
+    trimesh.creation.box((1, 1, 1)).apply_scale(scale).export(tmp_path / "tiny.ply")
+    with pytest.raises(InputError, match=r"the box is \S+ units across, less than the 1e-30 whose cells float32 "
+                                         "resolves; scale the data up"):
+        mesh_points(tmp_path / "tiny.ply", SamplingConfig(num_points=4000), seed=0)
