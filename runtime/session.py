@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -10,6 +11,7 @@ import onnxruntime as ort
 
 from occnet.runtime.contract import DEVICES, INPUT_NAME, OUTPUT_NAME, ModelInfo
 from occnet.runtime.errors import DeviceError, InputError, ModelError, first_line
+from occnet.runtime.graph import CONTROL_FLOW, op_types
 from occnet.runtime.machine import available_cores
 from occnet.runtime.settings import check_integer
 
@@ -46,6 +48,7 @@ class OccupancyModel:
         self._session = self._open(device, threads)
         self.provider: str = self._session.get_providers()[0]
         self._check_signature()
+        self._check_graph()
         props = self._session.get_modelmeta().custom_metadata_map
         self.info: ModelInfo = ModelInfo.from_metadata(props)
 
@@ -87,6 +90,15 @@ class OccupancyModel:
             raise ModelError(f"output {OUTPUT_NAME!r} must be float32 [N], is {outputs[0].type} "
                              f"{outputs[0].shape}")
 
+    def _check_graph(self) -> None:
+        try:
+            found = sorted(op_types(self.path.read_bytes()) & set(CONTROL_FLOW))
+        except (OSError, ValueError) as exc:
+            raise ModelError(f"{self.path} is not a usable ONNX model: {exc}") from None
+        if found:
+            raise ModelError(f"{self.path}: holds {', '.join(found)} nodes; an occnet model is a feed-forward "
+                             "network without control flow (a Loop may never end)")
+
     def logits(self, points: np.ndarray) -> np.ndarray:
         """Occupancy logits of world-coordinate points: ``(N, 3) float64 (or float32) -> (N,) float32``, one
         run. The model's ``origin`` is subtracted in float64 before the network's float32, so coordinates far
@@ -102,7 +114,7 @@ class OccupancyModel:
         if len(points) == 0:
             return np.zeros(0, np.float32)
         try:
-            logits = self._session.run([OUTPUT_NAME], {INPUT_NAME: points})[0]
+            logits = self._run(points)
         except Exception as exc:  # onnxruntime's untyped run-time errors: a shape, a kernel, an allocation
             raise ModelError(f"{self.path}: onnxruntime failed to evaluate the model on {len(points):,} points: "
                              f"{first_line(exc, 300)}") from None
@@ -113,6 +125,35 @@ class OccupancyModel:
         if bad:
             raise ModelError(f"the model returned NaN or infinite logits for {bad:,} of {len(points):,} points")
         return logits
+
+
+    def _run(self, points: np.ndarray) -> np.ndarray:
+        """One onnxruntime run, on a thread of its own so that it can be stopped: Python raises Ctrl-C and
+        SIGTERM in the main thread between bytecodes, never inside a C call, so a run on the main thread ran
+        to its end (a crafted graph's, never). The main thread waits; an interrupt there sets the run's
+        terminate flag, which onnxruntime checks between nodes (and a Loop's iterations), and goes on once
+        the run has stopped."""
+        options = ort.RunOptions()
+        options.log_severity_level = 4              # its failures become ModelError; no log lines besides
+        outcome: list = []
+
+        def run() -> None:
+            try:
+                outcome.append(self._session.run([OUTPUT_NAME], {INPUT_NAME: points}, options)[0])
+            except Exception as exc:                  # handed to the caller's thread
+                outcome.append(exc)
+
+        worker = threading.Thread(target=run, name="occnet-onnxruntime", daemon=True)
+        worker.start()
+        try:
+            worker.join()
+        except BaseException:
+            options.terminate = True
+            worker.join()
+            raise
+        if isinstance(outcome[0], Exception):
+            raise outcome[0]
+        return outcome[0]
 
 
 def _model_source(path: Path) -> str | bytes:

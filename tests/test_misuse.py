@@ -507,3 +507,82 @@ def test_zip_bombs_are_refused_from_their_declared_sizes(trained_run, tmp_path):
     assert_clean_failure(run_cli("occ-export", str(tmp_path / "bomb.pt"), str(tmp_path / "m.onnx")),
                          "occ-export", "more than 100x: a zip bomb, not tensors")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["bomb.npz", "bomb.pt"]
+
+
+# hardening round three, row 11: a graph that never ends
+
+def endless_loop_model(path, op="Loop"):
+    """An occnet-shaped model (points in, one logit a point out) whose ``Loop`` runs until stopped, or, with
+    ``op="If"``, the same model with its sum behind a branch."""
+    body = helper.make_graph(
+        [helper.make_node("Identity", ["go"], ["go_on"]), helper.make_node("Add", ["total", "step"], ["more"])],
+        "body", [helper.make_tensor_value_info("i", TensorProto.INT64, []),
+                 helper.make_tensor_value_info("go", TensorProto.BOOL, []),
+                 helper.make_tensor_value_info("total", TensorProto.FLOAT, [])],
+        [helper.make_tensor_value_info("go_on", TensorProto.BOOL, []),
+         helper.make_tensor_value_info("more", TensorProto.FLOAT, [])],
+        [helper.make_tensor("step", TensorProto.FLOAT, [], [1.0])])
+    branch = helper.make_graph([helper.make_node("Identity", ["zero_f"], ["total_if"])], "branch", [],
+                               [helper.make_tensor_value_info("total_if", TensorProto.FLOAT, [])])
+    control = (helper.make_node("Loop", ["", "forever", "zero_f"], ["added"], body=body) if op == "Loop" else
+               helper.make_node("If", ["forever"], ["added"], then_branch=branch, else_branch=branch))
+    nodes = [control, helper.make_node("ReduceSum", ["points", "axis"], ["sum"], keepdims=0),
+             helper.make_node("Sub", ["sum", "added"], ["logits"])]
+    return graph_model(path, nodes, [helper.make_tensor("forever", TensorProto.BOOL, [], [True]),
+                                     helper.make_tensor("zero_f", TensorProto.FLOAT, [], [0.0]),
+                                     helper.make_tensor("axis", TensorProto.INT64, [1], [1])])
+
+
+@pytest.mark.parametrize("op", ["Loop", "If"])
+def test_graphs_with_control_flow_are_refused_on_load(tmp_path, op):
+    model = endless_loop_model(tmp_path / "m.onnx", op)                  # a new process: the Loop, were it run,
+    result = run_installed("occ-mesh", str(model), "--resolution", "16", timeout=60)   # is killed, not waited on
+    assert_clean_failure(result, "occ-mesh", f"holds {op} nodes; an occnet model is a feed-forward network without "
+                                             "control flow")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.onnx"]
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_a_run_that_never_ends_stops_on_a_signal(tmp_path, signum):
+    """With the load-time refusal turned off, the endless Loop runs; Ctrl-C and SIGTERM, which Python could not
+    deliver while onnxruntime held the main thread, stop it: the run's terminate flag is set."""
+    model = endless_loop_model(tmp_path / "m.onnx")
+    script = tmp_path / "endless.py"
+    script.write_text("import sys\nimport occnet.runtime.session as session\nsession.CONTROL_FLOW = ()\n"
+                      "from occnet.runtime.launch import occ_mesh\nsys.argv = ['occ-mesh', *sys.argv[1:]]\n"
+                      "occ_mesh()\n")
+    proc = subprocess.Popen([sys.executable, str(script), str(model), "-o", str(tmp_path / "m.ply"), "--resolution",
+                             "16"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        time.sleep(3.0)
+        assert proc.poll() is None, proc.communicate()
+        proc.send_signal(signum)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+    assert_interrupted(proc.returncode, err, signum)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["endless.py", "m.onnx"]
+
+
+def test_operator_types_are_read_from_the_wire_format_as_onnx_reads_them(tmp_path):
+    """Main graph, subgraphs (a Loop's body) and local functions, as the onnx package lists them; bytes that
+    are no protobuf message are a ValueError."""
+    from occnet.runtime.graph import op_types
+
+    def listed(graph):
+        return {node.op_type for node in graph.node} | {op for node in graph.node for attribute in node.attribute
+                                                         for sub in [attribute.g, *attribute.graphs]
+                                                         for op in listed(sub)}
+
+    model = onnx.load(endless_loop_model(tmp_path / "loop.onnx"))
+    model.functions.append(helper.make_function("local", "twice", ["a"], ["b"], [helper.make_node("Relu", ["a"],
+                                                ["b"])], [helper.make_opsetid("", 18)]))
+    onnx.save(model, tmp_path / "loop.onnx")
+    for path in [*(DEMO_ONNX.parent.glob("*.onnx")), tmp_path / "loop.onnx"]:
+        model = onnx.load(path, load_external_data=False)
+        expected = listed(model.graph) | {node.op_type for f in model.functions for node in f.node}
+        assert op_types(path.read_bytes()) == expected, path.name
+    assert {"Loop", "Identity", "Add", "Relu"} <= op_types((tmp_path / "loop.onnx").read_bytes())
+    for garbage in (b"\x3a\xff\xff\xff\xff\x0f", b"\x3a\x05ab", b"\x0f", b"\xff" * 12):
+        with pytest.raises(ValueError, match="malformed protobuf"):
+            op_types(garbage)
