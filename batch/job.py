@@ -5,13 +5,13 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 import tempfile
 import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
-from occnet.runtime.errors import InputError, OccNetError, first_line
+from occnet.runtime.checks import check_choice, check_instance, check_integer, check_real
+from occnet.runtime.errors import OccNetError, first_line
 from occnet.runtime.settings import MESH_FORMATS, MeshSettings
 from occnet.train.config import SamplingConfig, TrainConfig
 
@@ -36,17 +36,17 @@ class BatchSettings:
     gpus_per_shape: float = 0.0
 
     def __post_init__(self) -> None:
-        if self.mesh_format not in MESH_FORMATS.values():
-            raise InputError(f"mesh format must be one of {', '.join(MESH_FORMATS.values())}, got "
-                             f"{self.mesh_format!r}")
-        if self.eval_samples < 1:
-            raise InputError(f"eval samples must be >= 1, got {self.eval_samples}")
-        if self.threads_per_shape < 1:
-            raise InputError(f"threads per shape must be >= 1, got {self.threads_per_shape}")
+        checked = {"train": check_instance("train", self.train, TrainConfig),
+                   "sampling": check_instance("sampling", self.sampling, SamplingConfig),
+                   "mesh": check_instance("mesh", self.mesh, MeshSettings),
+                   "mesh_format": check_choice("mesh format", self.mesh_format, tuple(MESH_FORMATS.values())),
+                   "eval_samples": check_integer("eval samples", self.eval_samples, 1),
+                   "threads_per_shape": check_integer("threads per shape", self.threads_per_shape, 1),
+                   "gpus_per_shape": check_real("gpus per shape", self.gpus_per_shape, at_least=0)}
+        for name, value in checked.items():
+            object.__setattr__(self, name, value)
         if self.train.threads != self.threads_per_shape:   # a task trains on the threads it was given
             object.__setattr__(self, "train", replace(self.train, threads=self.threads_per_shape))
-        if not (0 <= self.gpus_per_shape < math.inf):
-            raise InputError(f"gpus per shape must be a number >= 0, got {self.gpus_per_shape}")
 
     @property
     def outputs(self) -> tuple[str, ...]:

@@ -11,8 +11,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from occnet.runtime.checks import check_integer
 from occnet.runtime.errors import InputError
-from occnet.runtime.settings import MIN_RESOLUTION, check_integer
+from occnet.runtime.settings import MIN_RESOLUTION
 
 
 @dataclass(frozen=True)

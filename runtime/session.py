@@ -9,11 +9,11 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
+from occnet.runtime.checks import check_integer
 from occnet.runtime.contract import DEVICES, INPUT_NAME, OUTPUT_NAME, ModelInfo
 from occnet.runtime.errors import DeviceError, InputError, ModelError, first_line
 from occnet.runtime.graph import CONTROL_FLOW, op_types
 from occnet.runtime.machine import available_cores
-from occnet.runtime.settings import check_integer
 
 CUDA = "CUDAExecutionProvider"
 CPU = "CPUExecutionProvider"

@@ -6,6 +6,7 @@ import math
 import numbers
 from dataclasses import dataclass
 
+from occnet.runtime.checks import check_choice, check_instance, check_integer
 from occnet.runtime.errors import InputError
 
 MESH_FORMATS = {".ply": "ply", ".obj": "obj", ".stl": "stl", ".glb": "glb", ".off": "off"}
@@ -36,23 +37,12 @@ class MeshSettings:
     min_faces: int = 0
 
     def __post_init__(self) -> None:
-        """Every field checked here, where the settings are made: a wrong type or range found later would be
-        reported by whatever code first tripped on it (numpy, onnxruntime, marching cubes), far from the cause."""
-        check_integer("resolution", self.resolution, MIN_RESOLUTION)
-        if not isinstance(self.method, str) or self.method not in METHODS:
-            raise InputError(f"method must be one of {', '.join(METHODS)}, got {self.method!r}")
         probability_to_logit(self.threshold)
-        check_integer("batch size", self.batch_size, 1)
-        if not isinstance(self.largest_only, bool):
-            raise InputError(f"largest only must be True or False, got {self.largest_only!r}")
-        check_integer("min faces", self.min_faces, 0)
-        for name in ("resolution", "batch_size", "min_faces"):    # numpy scalars as plain Python numbers,
-            object.__setattr__(self, name, int(getattr(self, name)))  # so that --json and repr stay plain
-        object.__setattr__(self, "threshold", float(self.threshold))
-
-
-def check_integer(name: str, value: object, minimum: int) -> None:
-    """Raise :class:`InputError` unless ``value`` is an integer (Python's or numpy's, not a bool, not a float
-    that happens to be whole) of at least ``minimum``."""
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
-        raise InputError(f"{name} must be an integer >= {minimum}, got {value!r}")
+        checked = {"resolution": check_integer("resolution", self.resolution, MIN_RESOLUTION),
+                   "method": check_choice("method", self.method, METHODS),
+                   "threshold": float(self.threshold),
+                   "batch_size": check_integer("batch size", self.batch_size, 1),
+                   "largest_only": check_instance("largest only", self.largest_only, bool),
+                   "min_faces": check_integer("min faces", self.min_faces, 0)}
+        for name, value in checked.items():
+            object.__setattr__(self, name, value)

@@ -1,12 +1,16 @@
 """The Python API's records refuse wrong types and ranges where they are made, with a line naming the field
-(not later, from numpy, onnxruntime or marching cubes)."""
+(not later, from numpy, onnxruntime, PyTorch or marching cubes)."""
+
+import math
 
 import numpy as np
 import pytest
 from conftest import DEMO_ONNX
 
+from occnet.batch.job import BatchSettings
 from occnet.runtime import MeshSettings, OccupancyModel
 from occnet.runtime.errors import InputError
+from occnet.train.config import SamplingConfig, TrainConfig
 
 
 @pytest.mark.parametrize("field,value,match", [
@@ -22,8 +26,8 @@ from occnet.runtime.errors import InputError
     ("threshold", True, "threshold is a probability .* got True"),
     ("batch_size", 0, "batch size must be an integer >= 1, got 0"),
     ("batch_size", 1024.5, "batch size must be an integer >= 1, got 1024.5"),
-    ("largest_only", 1, "largest only must be True or False, got 1"),
-    ("largest_only", "no", "largest only must be True or False, got 'no'"),
+    ("largest_only", 1, "largest only must be a bool, got int"),
+    ("largest_only", "no", "largest only must be a bool, got str"),
     ("min_faces", -1, "min faces must be an integer >= 0, got -1"),
     ("min_faces", None, "min faces must be an integer >= 0, got None"),
 ])
@@ -65,3 +69,39 @@ def test_points_without_an_occupancy_are_the_callers_error_not_the_models(points
     with pytest.raises(InputError, match=match):
         model.logits(points)
     assert model.logits(np.zeros((2, 3))).shape == (2,)
+
+
+@pytest.mark.parametrize("record,field,value,match", [
+    (TrainConfig, "epochs", 10.5, "epochs must be an integer >= 1, got 10.5"),
+    (TrainConfig, "epochs", "10", "epochs must be an integer >= 1, got '10'"),
+    (TrainConfig, "batch_size", True, "batch size must be an integer >= 1, got True"),
+    (TrainConfig, "lr", "0.01", "learning rate must be a finite number > 0, got '0.01'"),
+    (TrainConfig, "lr", math.inf, "learning rate must be a finite number > 0, got inf"),
+    (TrainConfig, "val_fraction", 1.0, "val fraction must be a finite number > 0 and < 1, got 1.0"),
+    (TrainConfig, "seed", 1.5, "seed must be an integer in 0..9223372036854775807, got 1.5"),
+    (TrainConfig, "threads", 1.0, "threads must be an integer >= 1, got 1.0"),
+    (TrainConfig, "time_budget", math.nan, "time budget in seconds must be a number > 0, got nan"),
+    (TrainConfig, "patience", 0, "patience must be an integer >= 1, got 0"),
+    (TrainConfig, "device", "gpu", "device must be one of auto, cpu, cuda, got 'gpu'"),
+    (TrainConfig, "fourier_scale", "8", "fourier scale must be a finite number >= 0, got '8'"),
+    (SamplingConfig, "num_points", 1e5, "num points must be an integer >= 100, got 100000.0"),
+    (SamplingConfig, "near_sigma", None, "near sigma must be a finite number > 0, got None"),
+    (SamplingConfig, "near_fraction", 1.5, r"near fraction must lie in \[0, 1\], got 1.5"),
+    (SamplingConfig, "padding", -0.1, "padding must be a finite number >= 0, got -0.1"),
+    (BatchSettings, "train", None, "train must be a TrainConfig, got NoneType"),
+    (BatchSettings, "mesh", {"resolution": 64}, "mesh must be a MeshSettings, got dict"),
+    (BatchSettings, "threads_per_shape", 1.5, "threads per shape must be an integer >= 1, got 1.5"),
+    (BatchSettings, "eval_samples", 0, "eval samples must be an integer >= 1, got 0"),
+    (BatchSettings, "gpus_per_shape", math.inf, "gpus per shape must be a finite number >= 0, got inf"),
+    (BatchSettings, "mesh_format", "xyz", "mesh format must be one of ply, obj, stl, glb, off, got 'xyz'"),
+])
+def test_training_and_batch_records_are_checked_on_construction(record, field, value, match):
+    with pytest.raises(InputError, match=match):
+        record(**{field: value})
+
+
+def test_training_records_take_numpy_numbers_as_plain_ones():
+    config = TrainConfig(epochs=np.int64(5), lr=np.float32(0.5), seed=np.uint8(3))
+    assert (type(config.epochs), type(config.lr), type(config.seed)) == (int, float, int)
+    assert config == TrainConfig(epochs=5, lr=0.5, seed=3)
+    assert type(SamplingConfig(num_points=np.int32(500)).num_points) is int

@@ -6,6 +6,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+from occnet.runtime.checks import check_choice, check_integer, check_real
 from occnet.runtime.contract import DEVICES, Architecture
 from occnet.runtime.errors import InputError
 
@@ -45,24 +46,23 @@ class TrainConfig:
     threads: int = 1
 
     def __post_init__(self) -> None:
-        if self.epochs < 1:
-            raise InputError(f"epochs must be >= 1, got {self.epochs}")
-        if self.batch_size < 1:
-            raise InputError(f"batch size must be >= 1, got {self.batch_size}")
-        if not (self.lr > 0 and math.isfinite(self.lr)):
-            raise InputError(f"learning rate must be a positive number, got {self.lr}")
-        if not 0.0 < self.val_fraction < 1.0:
-            raise InputError(f"val fraction must lie strictly between 0 and 1, got {self.val_fraction}")
-        if self.device not in DEVICES:
-            raise InputError(f"device must be one of {', '.join(DEVICES)}, got {self.device!r}")
-        if not self.time_budget > 0:                # inf: no budget; NaN is refused too
-            raise InputError(f"time budget must be a positive number of seconds, got {self.time_budget}")
-        if self.patience is not None and self.patience < 1:
-            raise InputError(f"patience must be >= 1, got {self.patience}")
-        if self.threads < 1:
-            raise InputError(f"threads must be >= 1, got {self.threads}")
-        if not 0 <= self.seed < 2**63:
-            raise InputError(f"seed must lie in 0..2**63-1, got {self.seed}")
+        checked = {
+            "epochs": check_integer("epochs", self.epochs, 1),
+            "batch_size": check_integer("batch size", self.batch_size, 1),
+            "lr": check_real("learning rate", self.lr, above=0),
+            "hidden_size": check_integer("hidden size", self.hidden_size, 1),
+            "hidden_layers": check_integer("hidden layers", self.hidden_layers, 1),
+            "fourier_features": check_integer("fourier features", self.fourier_features, 0),
+            "fourier_scale": check_real("fourier scale", self.fourier_scale, at_least=0),
+            "val_fraction": check_real("val fraction", self.val_fraction, above=0, below=1),
+            "seed": check_integer("seed", self.seed, 0, 2**63 - 1),
+            "device": check_choice("device", self.device, DEVICES),
+            "time_budget": check_real("time budget in seconds", self.time_budget, above=0, finite=False),
+            "patience": None if self.patience is None else check_integer("patience", self.patience, 1),
+            "threads": check_integer("threads", self.threads, 1),
+        }
+        for name, value in checked.items():
+            object.__setattr__(self, name, value)
         try:
             _ = self.architecture
         except ValueError as exc:
@@ -84,13 +84,14 @@ class SamplingConfig:
     padding: float = 0.05
 
     def __post_init__(self) -> None:
-        if self.num_points < 100:
-            raise InputError(f"num points must be >= 100, got {self.num_points}")
-        if not 0.0 <= self.near_fraction <= 1.0:
-            raise InputError(f"near fraction must lie in [0, 1], got {self.near_fraction}")
-        if not (0 < self.near_sigma < math.inf and 0 <= self.padding < math.inf):
-            raise InputError(f"near sigma must be a finite number > 0 and padding one >= 0, got "
-                             f"{self.near_sigma} and {self.padding}")
+        checked = {"num_points": check_integer("num points", self.num_points, 100),
+                   "near_fraction": check_real("near fraction", self.near_fraction, at_least=0),
+                   "near_sigma": check_real("near sigma", self.near_sigma, above=0),
+                   "padding": check_real("padding", self.padding, at_least=0)}
+        if checked["near_fraction"] > 1:
+            raise InputError(f"near fraction must lie in [0, 1], got {self.near_fraction!r}")
+        for name, value in checked.items():
+            object.__setattr__(self, name, value)
 
 
 TRAIN_DEFAULTS = TrainConfig()
