@@ -92,7 +92,7 @@ def run_shape(name: str, suffix: str, data: bytes, settings: BatchSettings) -> S
     from occnet.runtime.meshio import read_mesh, write_mesh
     from occnet.runtime.session import OccupancyModel
     from occnet.train.sampling import load_points
-    from occnet.train.trainer import split, train
+    from occnet.train.trainer import train
 
     torch.set_num_threads(settings.threads_per_shape)
     seconds: dict[str, float] = {}
@@ -117,10 +117,9 @@ def run_shape(name: str, suffix: str, data: bytes, settings: BatchSettings) -> S
             write_mesh(mesh, mesh_path)
             scores.update(faces=stats.faces, watertight=stats.watertight)
             clock.lap()
-            if suffix == ".npz":                 # the held-out points: the validation split occ-train drew
-                held_out = split(len(points.points), settings.train.val_fraction, settings.train.seed)[1].numpy()
-                on_points = evaluate_model(model, replace(points, points=points.points[held_out],
-                                                          labels=points.labels[held_out]))
+            if suffix == ".npz":                 # the held-out points: those training's validation used
+                on_points = evaluate_model(model, replace(points, points=points.points[result.held_out],
+                                                          labels=points.labels[result.held_out]))
                 scores.update(iou=on_points.iou, accuracy=on_points.accuracy)
             else:
                 on_mesh = compare_meshes(mesh, read_mesh(source), settings.eval_samples)

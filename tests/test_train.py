@@ -88,6 +88,20 @@ def test_split_is_disjoint_and_sized():
     assert len(set(train_idx.tolist()) | set(val_idx.tolist())) == 1000
 
 
+def test_the_result_names_the_points_validation_scored(small_data, tmp_path):
+    """best.pt's validation IoU is its IoU on exactly ``result.held_out``: what occ-batch scores a model on,
+    so that it never scores one on its own training points."""
+    result = train(small_data, quick(), tmp_path)
+    held_out = result.held_out
+    assert held_out.dtype == np.int64 and len(np.unique(held_out)) == len(held_out) == 1200
+    network = load_checkpoint(result.files.best).network()
+    with torch.no_grad():
+        logits = network(torch.from_numpy(small_data.points[held_out]).float()).numpy()
+    predicted, actual = logits > 0, small_data.labels[held_out] > 0.5
+    iou = np.count_nonzero(predicted & actual) / np.count_nonzero(predicted | actual)
+    assert iou == pytest.approx(result.best.val_iou, abs=1e-3)
+
+
 def test_refuses_to_overwrite_a_previous_run(small_data, tmp_path):
     train(small_data, quick(epochs=1), tmp_path)
     before = (tmp_path / "best.pt").read_bytes()
@@ -206,7 +220,7 @@ def test_a_run_that_learned_nothing_fails_and_keeps_its_files(small_data, tmp_pa
 def test_learning_means_an_iou_floor_and_beating_the_all_inside_and_all_outside_guesses(iou, accuracy, inside,
                                                                                          learned, tmp_path):
     row = EpochMetrics(1, 0.1, 0.1, iou, accuracy, 1e-3, 1.0)
-    result = TrainResult([row], row, RunFiles.in_folder(tmp_path), 1.0, "1 epochs")
+    result = TrainResult([row], row, RunFiles.in_folder(tmp_path), 1.0, "1 epochs", np.arange(0))
     if learned:
         _check_learned(result, inside)
     else:

@@ -65,13 +65,16 @@ class RunFiles:
 
 @dataclass(frozen=True)
 class TrainResult:
-    """The finished run: every epoch's metrics, the best one, where the files are, and why it stopped."""
+    """The finished run: every epoch's metrics, the best one, where the files are, why it stopped, and
+    ``held_out``, ``(V,) int64`` indices of the data's points that validation used and training never saw
+    (so that a caller scores the model on exactly those, whatever rule drew them)."""
 
     history: list[EpochMetrics]
     best: EpochMetrics
     files: RunFiles
     seconds: float
     stopped: str
+    held_out: np.ndarray
 
 
 class DivergedError(OccNetError):
@@ -259,7 +262,7 @@ def _fit(data: PointSet, config: TrainConfig, files: RunFiles, device: torch.dev
     if budget is not None:
         stopped += f"; {config.epochs} epochs planned by the time budget ({budget:g} s): --epochs {config.epochs} " \
                    "repeats this run"
-    result = TrainResult(history, best, files, time.perf_counter() - started, stopped)
+    result = TrainResult(history, best, files, time.perf_counter() - started, stopped, val_idx.numpy())
     _check_learned(result, float(y_val.float().mean()))
     return result
 
