@@ -13,19 +13,26 @@ from typing import Annotated, Optional
 
 import typer
 
+from occnet.batch.job import BatchSettings
 from occnet.batch.runner import BatchProgress
-from occnet.runtime.cli import FormatOption, MeshFormat, Method, MethodOption, Resolution, Threshold
-from occnet.runtime.console import Device, Interrupted, run_app
+from occnet.runtime.console import Interrupted, run_app
 from occnet.runtime.errors import OccNetError
+from occnet.runtime.options import make_record, with_options
 from occnet.runtime.settings import MeshSettings
-from occnet.train import options as opt
-from occnet.train.config import SAMPLING_DEFAULTS, TRAIN_DEFAULTS
+from occnet.train.config import SamplingConfig, TrainConfig, training_records
 
 batch_app = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
-MESH_DEFAULTS = MeshSettings()
+
+
+MESH_OPTIONS = ("resolution", "method", "threshold")
+"""The meshing options occ-batch takes: a batch meshes with occ-mesh's defaults otherwise (its own
+``--batch-size`` is training's)."""
 
 
 @batch_app.command()
+@with_options(TrainConfig, SamplingConfig, exclude=("threads",))     # a task trains on --threads-per-shape
+@with_options(MeshSettings, only=MESH_OPTIONS)
+@with_options(BatchSettings)
 def occ_batch(
     ctx: typer.Context,
     sources: Annotated[list[str], typer.Argument(help="Files, folders (searched recursively for meshes and "
@@ -34,42 +41,15 @@ def occ_batch(
                        "model.onnx,mesh.*,eval.json}, summary.csv and summary.png.")],
     address: Annotated[Optional[str], typer.Option(help="Ray cluster to join: auto, or ray://HOST:PORT. "
                        "Default: a private Ray on this machine (RAY_ADDRESS is not used).")] = None,
-    threads_per_shape: Annotated[int, typer.Option(help="CPU threads of each shape's task (torch and "
-                                 "onnxruntime); the cores / this shapes run at once.")] = 1,
-    gpus_per_shape: Annotated[float, typer.Option(help="GPUs of each shape's task (fractions share one).")]
-    = 0.0,
-    eval_samples: Annotated[int, typer.Option(help="Surface samples each way scoring a mesh (ONet: 100000).")]
-    = 100_000,
-    epochs: opt.Epochs = TRAIN_DEFAULTS.epochs,
-    batch_size: opt.BatchSize = TRAIN_DEFAULTS.batch_size,
-    lr: opt.LearningRate = TRAIN_DEFAULTS.lr,
-    hidden_size: opt.HiddenSize = TRAIN_DEFAULTS.hidden_size,
-    hidden_layers: opt.HiddenLayers = TRAIN_DEFAULTS.hidden_layers,
-    encoding: opt.EncodingOption = opt.Encoding(TRAIN_DEFAULTS.encoding),
-    fourier_features: opt.FourierFeatures = 32,
-    fourier_scale: opt.FourierScale = 2.0,
-    val_fraction: opt.ValFraction = TRAIN_DEFAULTS.val_fraction,
-    num_points: opt.NumPoints = SAMPLING_DEFAULTS.num_points,
-    near_fraction: opt.NearFraction = SAMPLING_DEFAULTS.near_fraction,
-    near_sigma: opt.NearSigma = SAMPLING_DEFAULTS.near_sigma,
-    seed: opt.Seed = TRAIN_DEFAULTS.seed,
-    device: opt.TrainDevice = Device.auto,
-    time_budget: opt.TimeBudget = TRAIN_DEFAULTS.time_budget,
-    patience: opt.Patience = TRAIN_DEFAULTS.patience,
-    resolution: Resolution = MESH_DEFAULTS.resolution,
-    method: MethodOption = Method(MESH_DEFAULTS.method),
-    threshold: Threshold = MESH_DEFAULTS.threshold,
-    file_format: FormatOption = MeshFormat.ply,
+    **options,
 ) -> None:
     """Run occ-train, occ-export, occ-mesh and occ-eval on every shape of SOURCES as Ray tasks."""
-    from occnet.batch.job import BatchSettings
     from occnet.batch.runner import run_batch
     from occnet.batch.sources import find_shapes
 
-    config, sampling = opt.configs(ctx.params)
-    settings = BatchSettings(config, sampling, MeshSettings(resolution=resolution, method=method.value,
-                                                            threshold=threshold),
-                             file_format.value, eval_samples, threads_per_shape, gpus_per_shape)
+    config, sampling = training_records(ctx.params)
+    mesh = make_record(MeshSettings, ctx.params, only=MESH_OPTIONS)
+    settings = make_record(BatchSettings, ctx.params, train=config, sampling=sampling, mesh=mesh)
     shapes = find_shapes(sources, exclude=out_dir)
     if address is None and os.environ.get("RAY_ADDRESS"):
         typer.echo(f"note: RAY_ADDRESS={os.environ['RAY_ADDRESS']} is not used: without --address occ-batch starts "

@@ -12,6 +12,7 @@ from pathlib import Path
 
 from occnet.runtime.checks import check_choice, check_instance, check_integer, check_real
 from occnet.runtime.errors import OccNetError, first_line
+from occnet.runtime.options import option
 from occnet.runtime.settings import MESH_FORMATS, MeshSettings
 from occnet.train.config import SamplingConfig, TrainConfig
 
@@ -30,10 +31,12 @@ class BatchSettings:
     train: TrainConfig = field(default_factory=TrainConfig)
     sampling: SamplingConfig = field(default_factory=SamplingConfig)
     mesh: MeshSettings = field(default_factory=MeshSettings)
-    mesh_format: str = "ply"
-    eval_samples: int = 100_000
-    threads_per_shape: int = 1
-    gpus_per_shape: float = 0.0
+    mesh_format: str = option("ply", "Mesh format of each shape's mesh.", choices=tuple(MESH_FORMATS.values()),
+                              flag="--format")
+    eval_samples: int = option(100_000, "Surface samples each way scoring a mesh (ONet: 100000).")
+    threads_per_shape: int = option(1, "CPU threads of each shape's task (torch and onnxruntime); the cores / "
+                                    "this shapes run at once.")
+    gpus_per_shape: float = option(0.0, "GPUs of each shape's task (fractions share one).")
 
     def __post_init__(self) -> None:
         checked = {"train": check_instance("train", self.train, TrainConfig),

@@ -17,52 +17,40 @@ import typer
 
 from occnet.runtime.console import Device, progress_bar, run_app
 from occnet.runtime.errors import OutputError
-from occnet.runtime.settings import MESH_FORMATS, METHODS, MeshSettings
+from occnet.runtime.options import make_record, with_options
+from occnet.runtime.settings import MESH_FORMATS, MeshSettings
 
 if TYPE_CHECKING:
     from occnet.runtime.mesher import MeshStats
 
-Method = Enum("Method", {name: name for name in METHODS}, type=str)
 MeshFormat = Enum("MeshFormat", {name: name for name in MESH_FORMATS.values()}, type=str)
-DEFAULTS = MeshSettings()
 
 mesh_app = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
 
 
-Resolution = Annotated[int, typer.Option(help="Grid samples along the box's longest side.")]
-MethodOption = Annotated[Method, typer.Option(help="adaptive (coarse-to-fine) or dense (every point).")]
-Threshold = Annotated[float, typer.Option(help="Occupancy probability of the surface, in (0, 1).")]
-FormatOption = Annotated[MeshFormat, typer.Option("--format", help="Mesh format where no --output names "
-                                                  "the file.")]
-
-
 @mesh_app.command()
+@with_options(MeshSettings)
 def occ_mesh(
+    ctx: typer.Context,
     models: Annotated[list[Path], typer.Argument(help="occnet ONNX model(s) (from occ-export).")],
-    resolution: Resolution = DEFAULTS.resolution,
     output: Annotated[Optional[Path], typer.Option("--output", "-o", help="Mesh file (one model only); the "
                       "suffix picks .ply .obj .stl .glb .off. Default: the model's name with --format.")] = None,
     out_dir: Annotated[Optional[Path], typer.Option(help="Folder for the meshes, each at its model's path "
                        "relative to the models' common folder (runs/a/model.onnx -> DIR/a/model.ply).")] = None,
-    file_format: FormatOption = MeshFormat.ply,
-    method: MethodOption = Method(DEFAULTS.method),
-    threshold: Threshold = DEFAULTS.threshold,
-    batch_size: Annotated[int, typer.Option(help="Points per onnxruntime call.")] = DEFAULTS.batch_size,
+    file_format: Annotated[MeshFormat, typer.Option("--format", help="Mesh format where no --output names "
+                           "the file.")] = MeshFormat.ply,
     device: Annotated[Device, typer.Option(help="auto uses CUDA when onnxruntime has it.")] = Device.auto,
     threads: Annotated[int, typer.Option(help="onnxruntime intra-op threads, at most the cores this "
                        "process may use; 0: all of them.")] = 0,
-    largest_only: Annotated[bool, typer.Option(help="Keep only the largest connected component.")]
-    = DEFAULTS.largest_only,
-    min_faces: Annotated[int, typer.Option(help="Drop components with fewer faces.")] = DEFAULTS.min_faces,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object of figures per model.")] = False,
+    **options,
 ) -> None:
     """Mesh the surface of occupancy networks: grid inference with onnxruntime, then marching cubes; several
     models are meshed one after another (one session at a time), a failed one does not stop the others."""
     from occnet.runtime.errors import OccNetError
     from occnet.runtime.meshio import check_mesh_output
 
-    settings = MeshSettings(resolution=resolution, method=method.value, threshold=threshold,
-                            batch_size=batch_size, largest_only=largest_only, min_faces=min_faces)
+    settings = make_record(MeshSettings, ctx.params)
     if output is not None and (len(models) > 1 or out_dir is not None):
         raise typer.BadParameter("--output names one mesh file: give one model and no --out-dir")
     outputs = mesh_outputs(models, output, out_dir, "." + file_format.value)

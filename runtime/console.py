@@ -64,9 +64,9 @@ def run_app(app: typer.Typer, prog: str, args: list[str] | None = None, extra: s
 
 def _run(app: typer.Typer, prog: str, args: list[str] | None, extra: str, needs: tuple[str, ...]) -> None:
     """:func:`run_app` with the signal handlers in place."""
-    command = typer.main.get_command(app)
     detail, error, code, interrupted = "", None, EXIT_ERROR, False
     try:
+        command = typer.main.get_command(app)          # inside: a Ctrl-C can land while typer builds it
         for module in needs:
             importlib.import_module(module)
         # typer turns a KeyboardInterrupt into a returned 130 under standalone_mode=False

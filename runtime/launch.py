@@ -31,12 +31,11 @@ def launch(prog: str, target: str) -> None:
     with signals.handled():
         try:
             try:
-                main = getattr(importlib.import_module(module), function)
-            except KeyboardInterrupt:
+                getattr(importlib.import_module(module), function)()
+            except KeyboardInterrupt:                   # in the import, or anywhere the command let one out
                 from occnet.runtime.console import fail
 
                 fail(prog, "interrupted", signals.EXIT_SIGNAL_BASE + (signals.received() or signal.SIGINT))
-            main()
             status = 0
         except SystemExit as exc:
             status = exc.code if isinstance(exc.code, int) else 0 if exc.code is None else 1

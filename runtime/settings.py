@@ -8,6 +8,7 @@ from dataclasses import dataclass
 
 from occnet.runtime.checks import check_choice, check_instance, check_integer
 from occnet.runtime.errors import InputError
+from occnet.runtime.options import option
 
 MESH_FORMATS = {".ply": "ply", ".obj": "obj", ".stl": "stl", ".glb": "glb", ".off": "off"}
 """Mesh file suffixes occnet reads and writes, and trimesh's name for each."""
@@ -29,12 +30,12 @@ class MeshSettings:
     """How to turn a field into a mesh. ``threshold`` is an occupancy probability; ``largest_only`` and
     ``min_faces`` drop small components after marching cubes."""
 
-    resolution: int = 256
-    method: str = "adaptive"
-    threshold: float = 0.5
-    batch_size: int = 16384
-    largest_only: bool = False
-    min_faces: int = 0
+    resolution: int = option(256, "Grid samples along the box's longest side.")
+    method: str = option("adaptive", "adaptive (coarse-to-fine) or dense (every point).", choices=METHODS)
+    threshold: float = option(0.5, "Occupancy probability of the surface, in (0, 1).")
+    batch_size: int = option(16384, "Points per onnxruntime call.")
+    largest_only: bool = option(False, "Keep only the largest connected component.")
+    min_faces: int = option(0, "Drop components with fewer faces.")
 
     def __post_init__(self) -> None:
         probability_to_logit(self.threshold)

@@ -197,8 +197,8 @@ def test_more_threads_than_cores_and_more_points_than_memory_are_refused(tmp_pat
 # 5: options must be finite, and divergence stops with advice
 
 @pytest.mark.parametrize("args,match", [
-    (["--fourier-scale", "nan", "--encoding", "fourier"], "fourier_scale"),
-    (["--fourier-scale", "inf", "--encoding", "fourier"], "fourier_scale"),
+    (["--fourier-scale", "nan", "--encoding", "fourier"], "fourier scale must be a finite number >= 0"),
+    (["--fourier-scale", "inf", "--encoding", "fourier"], "fourier scale must be a finite number >= 0"),
     (["--near-sigma", "nan"], "near sigma"), (["--lr", "inf"], "learning rate"), (["--seed", "-1"], "seed"),
 ])
 def test_occ_train_refuses_non_finite_options(tmp_path, args, match):

@@ -105,3 +105,49 @@ def test_training_records_take_numpy_numbers_as_plain_ones():
     assert (type(config.epochs), type(config.lr), type(config.seed)) == (int, float, int)
     assert config == TrainConfig(epochs=5, lr=0.5, seed=3)
     assert type(SamplingConfig(num_points=np.int32(500)).num_points) is int
+
+
+def _options(app) -> dict:
+    """``{field name: default}`` of a typer app's options (choices as their strings)."""
+    import typer
+
+    command = typer.main.get_command(app)
+    return {p.name: getattr(p.default, "value", p.default) for p in command.params if p.param_type_name == "option"}
+
+
+def test_each_option_is_declared_once_on_its_record_and_every_command_takes_it_from_there():
+    """The commands' option names, defaults and help come from the records' fields: a new field declared
+    with ``option`` reaches occ-train, occ-batch and occ-mesh with no edit to them."""
+    import dataclasses
+
+    from occnet.batch.cli import MESH_OPTIONS, batch_app
+    from occnet.runtime.cli import mesh_app
+    from occnet.train.cli import train_app
+
+    def declared(record, only=None, exclude=()):
+        return {f.name: f.metadata["cli_default"] if f.metadata["cli_default"] is not dataclasses.MISSING
+                else f.default for f in dataclasses.fields(record) if "help" in f.metadata
+                and (only is None or f.name in only) and f.name not in exclude}
+
+    train, batch, mesh = _options(train_app), _options(batch_app), _options(mesh_app)
+    training = {**declared(TrainConfig), **declared(SamplingConfig)}
+    assert len(training) == 18 and training.items() <= train.items()
+    assert set(train) - set(training) == {"out_dir", "resume", "force"}
+    batch_options = {**declared(TrainConfig, exclude=("threads",)), **declared(SamplingConfig),
+                     **declared(MeshSettings, only=MESH_OPTIONS), **declared(BatchSettings)}
+    assert batch_options.items() <= batch.items() and set(batch) - set(batch_options) == {"out_dir", "address"}
+    assert declared(MeshSettings).items() <= mesh.items() and len(declared(MeshSettings)) == 6
+
+
+def test_a_command_line_builds_the_records_the_python_api_builds():
+    from occnet.runtime.options import make_record
+    from occnet.train.config import training_records
+
+    values = {"epochs": 7, "encoding": "none", "fourier_features": 32, "fourier_scale": 2.0, "near_sigma": 0.02,
+              "resolution": 64, "method": "dense"}
+    assert training_records(values) == (TrainConfig(epochs=7), SamplingConfig(near_sigma=0.02))
+    assert training_records({**values, "encoding": "fourier"})[0] == TrainConfig(
+        epochs=7, encoding="fourier", fourier_features=32, fourier_scale=2.0)
+    assert make_record(MeshSettings, values, only=("method",)) == MeshSettings(method="dense")
+    assert make_record(BatchSettings, values, eval_samples=10, mesh=MeshSettings(resolution=64)) == \
+        BatchSettings(mesh=MeshSettings(resolution=64), eval_samples=10)

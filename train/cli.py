@@ -9,9 +9,9 @@ from typing import Annotated, Optional
 
 import typer
 
-from occnet.runtime.console import Device, Interrupted, run_app
-from occnet.train import options as opt
-from occnet.train.config import SAMPLING_DEFAULTS, TRAIN_DEFAULTS
+from occnet.runtime.console import Interrupted, run_app
+from occnet.runtime.options import with_options
+from occnet.train.config import SamplingConfig, TrainConfig, training_records
 
 train_app = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
 RESUME_ALLOWS = {"data", "resume", "epochs"}
@@ -20,39 +20,24 @@ and DATA names its data where the file has moved."""
 
 
 @train_app.command()
+@with_options(TrainConfig, SamplingConfig)
 def occ_train(
     ctx: typer.Context,
     data: Annotated[Optional[Path], typer.Argument(help=".npz points+occupancies, a mesh (.obj .ply .stl "
                     ".off .glb), or nothing for the built-in demo shape.")] = None,
     out_dir: Annotated[Path, typer.Option(help="Folder for best.pt, last.pt, metrics.csv, loss.png.")]
     = Path("."),
-    epochs: opt.Epochs = TRAIN_DEFAULTS.epochs,
-    batch_size: opt.BatchSize = TRAIN_DEFAULTS.batch_size,
-    lr: opt.LearningRate = TRAIN_DEFAULTS.lr,
-    hidden_size: opt.HiddenSize = TRAIN_DEFAULTS.hidden_size,
-    hidden_layers: opt.HiddenLayers = TRAIN_DEFAULTS.hidden_layers,
-    encoding: opt.EncodingOption = opt.Encoding(TRAIN_DEFAULTS.encoding),
-    fourier_features: opt.FourierFeatures = 32,
-    fourier_scale: opt.FourierScale = 2.0,
-    val_fraction: opt.ValFraction = TRAIN_DEFAULTS.val_fraction,
-    num_points: opt.NumPoints = SAMPLING_DEFAULTS.num_points,
-    near_fraction: opt.NearFraction = SAMPLING_DEFAULTS.near_fraction,
-    near_sigma: opt.NearSigma = SAMPLING_DEFAULTS.near_sigma,
-    seed: opt.Seed = TRAIN_DEFAULTS.seed,
-    device: opt.TrainDevice = Device.auto,
-    time_budget: opt.TimeBudget = TRAIN_DEFAULTS.time_budget,
-    patience: opt.Patience = TRAIN_DEFAULTS.patience,
-    threads: opt.Threads = TRAIN_DEFAULTS.threads,
     resume: Annotated[Optional[Path], typer.Option(help="Continue the run in this folder from last.pt, "
                       "with the options and data it recorded (--epochs N extends it to N epochs).")] = None,
     force: Annotated[bool, typer.Option(help="Replace a previous run in --out-dir.")] = False,
+    **options,
 ) -> None:
     """Train an occupancy network and keep the checkpoint with the best validation loss."""
     run_dir = resume if resume is not None else out_dir
     finished = []                                    # epochs this process completed
     try:                                             # an interrupt from the first import on says what is kept
         from occnet.runtime.console import progress_bar
-        from occnet.train.sampling import SamplingConfig, load_points
+        from occnet.train.sampling import load_points
         from occnet.train.trainer import claim_run, fit, run_options
 
         if resume is not None:
@@ -67,11 +52,11 @@ def occ_train(
                 recorded = run_options(resume)
                 config, sampling = recorded["config"], SamplingConfig(**recorded["sampling"])
                 if ctx.get_parameter_source("epochs").name == "COMMANDLINE":
-                    config = replace(config, epochs=epochs)
+                    config = replace(config, epochs=options["epochs"])
                 if data is None and recorded["data_path"]:
                     data = Path(recorded["data_path"])
             else:
-                config, sampling = opt.configs(ctx.params)
+                config, sampling = training_records(ctx.params)
 
             def on_epoch(row) -> None:
                 finished.append(row.epoch)

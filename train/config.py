@@ -7,8 +7,9 @@ import math
 from dataclasses import dataclass
 
 from occnet.runtime.checks import check_choice, check_integer, check_real
-from occnet.runtime.contract import DEVICES, Architecture
+from occnet.runtime.contract import DEVICES, ENCODINGS, Architecture
 from occnet.runtime.errors import InputError
+from occnet.runtime.options import make_record, option
 
 DEFAULT_EPOCHS = 200
 """Epochs of a default run: counted work, so the same inputs give the same model on any machine. Chosen on the
@@ -30,20 +31,25 @@ class TrainConfig:
     0.49 s for two sleeping threads) or beside 4 busy processes (0.75 s against 3.0 s); wider networks gain
     from more (256 wide: 2.65 s against 1.8 s for two)."""
 
-    epochs: int = DEFAULT_EPOCHS
-    batch_size: int = 1024
-    lr: float = 3e-3
-    hidden_size: int = 64
-    hidden_layers: int = 4
-    encoding: str = "none"
-    fourier_features: int = 0
-    fourier_scale: float = 0.0
-    val_fraction: float = 0.2
-    seed: int = 0
-    device: str = "auto"
-    time_budget: float = math.inf
-    patience: int | None = None
-    threads: int = 1
+    epochs: int = option(DEFAULT_EPOCHS, "Passes over the training points (the schedule is fitted to them); "
+                         "with --resume, the total to extend the run to.")
+    batch_size: int = option(1024, "Points per optimiser step.")
+    lr: float = option(3e-3, "Peak learning rate (warm-up, then cosine decay).")
+    hidden_size: int = option(64, "Width of the hidden layers.")
+    hidden_layers: int = option(4, "Hidden layers after the input layer.")
+    encoding: str = option("none", "Input encoding: none, or fourier features.", choices=ENCODINGS)
+    fourier_features: int = option(0, "fourier: number of random frequencies.", cli_default=32)
+    fourier_scale: float = option(0.0, "fourier: frequency spread (cycles per box).", cli_default=2.0)
+    val_fraction: float = option(0.2, "Share of points held out for validation.")
+    seed: int = option(0, "Seed for sampling, split, initialisation and shuffling (>= 0).")
+    device: str = option("auto", "auto uses CUDA when PyTorch sees a GPU.", choices=DEVICES)
+    time_budget: float = option(math.inf, "Seconds for sampling and training (default inf: none): lowers "
+                                "--epochs, before training, to the epochs that fit; the run reports them, so "
+                                "--epochs repeats it on any machine.")
+    patience: int | None = option(None, "Stop after this many epochs without a better validation loss, in the "
+                                  "schedule's second half (default: off).")
+    threads: int = option(1, "PyTorch CPU threads, at most the cores this process may use; the weights depend "
+                          "on the number (1 is fastest for the default network).")
 
     def __post_init__(self) -> None:
         checked = {
@@ -78,10 +84,10 @@ class TrainConfig:
 class SamplingConfig:
     """How many points to draw and where. ``padding`` and ``near_sigma`` are fractions of the longest side."""
 
-    num_points: int = 100_000
-    near_fraction: float = 0.5
-    near_sigma: float = 0.01
-    padding: float = 0.05
+    num_points: int = option(100_000, "Points to sample from a mesh or the demo.")
+    near_fraction: float = option(0.5, "Share of sampled points drawn near the surface.")
+    near_sigma: float = option(0.01, "Spread of near-surface points, x longest side.")
+    padding: float = option(0.05, "Margin of the sampled box around a mesh, x longest side.")
 
     def __post_init__(self) -> None:
         checked = {"num_points": check_integer("num points", self.num_points, 100),
@@ -92,6 +98,14 @@ class SamplingConfig:
             raise InputError(f"near fraction must lie in [0, 1], got {self.near_fraction!r}")
         for name, value in checked.items():
             object.__setattr__(self, name, value)
+
+
+def training_records(values: dict) -> tuple[TrainConfig, SamplingConfig]:
+    """The training and sampling records from a command's option values; the Fourier options count only
+    with ``--encoding fourier`` (their command-line defaults describe no network without it)."""
+    if getattr(values.get("encoding"), "value", values.get("encoding")) != "fourier":   # an Enum member
+        values = {**values, "fourier_features": 0, "fourier_scale": 0.0}
+    return make_record(TrainConfig, values), make_record(SamplingConfig, values)
 
 
 TRAIN_DEFAULTS = TrainConfig()
