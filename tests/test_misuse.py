@@ -554,7 +554,7 @@ def test_a_run_that_never_ends_stops_on_a_signal(tmp_path, signum):
     proc = subprocess.Popen([sys.executable, str(script), str(model), "-o", str(tmp_path / "m.ply"), "--resolution",
                              "16"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
-        time.sleep(3.0)
+        time.sleep(2.0)                             # the command started (0.7 s quiet) and runs the Loop
         assert proc.poll() is None, proc.communicate()
         proc.send_signal(signum)
         _, err = proc.communicate(timeout=60)
