@@ -173,18 +173,39 @@ def compare(model: OccNet, reference: OccNet, session: OccupancyModel, points: n
                      float(np.abs(got - torch32).max()), flips)
 
 
+EXPORTER_LOGGERS = ("torch", "onnxscript", "onnx_ir", "onnx")
+"""Logger namespaces of the exporter's libraries: their records are dropped while it runs."""
+
+
+class _ExporterRecords(logging.Filter):
+    """Drops records of :data:`EXPORTER_LOGGERS` and their children; lets every other through."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.name.split(".")[0] not in EXPORTER_LOGGERS
+
+
 @contextlib.contextmanager
 def _quiet() -> Iterator[None]:
-    """All logging off for the duration (as ``warnings.catch_warnings`` does for warnings), the caller's setting
-    restored after. PyTorch's loggers write to stderr through handlers of their own and the exporter sets some
-    of their levels itself: its progress chatter, and tracebacks it logs before re-raising (a Ctrl-C that
-    lands in a fake-tensor kernel logged 400 lines); what fails is raised and reported in one line anyway."""
-    disabled = logging.root.manager.disable
-    logging.disable(logging.CRITICAL)
+    """The exporter's own loggers silent for the duration, everything else as it was. PyTorch's loggers write
+    to stderr through handlers of their own and the exporter sets some of their levels itself: its progress
+    chatter, and tracebacks it logs before re-raising (a Ctrl-C that lands in a fake-tensor kernel logged 400
+    lines); what fails is raised and reported in one line anyway. A filter on every handler there is (the
+    root's, each logger's, the last resort) drops their records whatever level they were given; the caller's
+    own loggers still reach their handlers, also from other threads (``logging.disable``, used before,
+    silenced the whole process)."""
+    drop = _ExporterRecords()
+    loggers = [logging.root, *(logger for logger in list(logging.root.manager.loggerDict.values())
+                               if isinstance(logger, logging.Logger))]
+    handlers = {handler for logger in loggers for handler in logger.handlers}
+    if logging.lastResort is not None:
+        handlers.add(logging.lastResort)
+    for handler in handlers:
+        handler.addFilter(drop)
     try:
         yield
     finally:
-        logging.disable(disabled)
+        for handler in handlers:
+            handler.removeFilter(drop)
 
 
 def producer() -> dict:
