@@ -7,8 +7,10 @@ import hashlib
 import json
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
+from typing import Any
 
 from occnet.runtime.checks import check_choice, check_instance, check_integer, check_real
 from occnet.runtime.errors import OccNetError, first_line
@@ -18,8 +20,8 @@ from occnet.train.config import SamplingConfig, TrainConfig
 
 RUN_FILES = ("best.pt", "last.pt", "metrics.csv", "loss.png")
 """What occ-train leaves in a run folder (loss.png where matplotlib is installed)."""
-STAGES = ("train", "export", "mesh", "eval")
-"""A shape's stages, in order; ``train`` includes sampling and labelling the source."""
+EVAL_FILE = "eval.json"
+"""The shape's summary row, written last into its folder."""
 
 
 @dataclass(frozen=True)
@@ -53,14 +55,14 @@ class BatchSettings:
 
     @property
     def outputs(self) -> tuple[str, ...]:
-        """The files a finished shape has in its folder, ``eval.json`` (written last) included."""
-        return (*RUN_FILES, "model.onnx", f"mesh.{self.mesh_format}", "eval.json")
+        """The files a finished shape has in its folder: each stage's, then ``eval.json`` (written last, by the
+        driver: it marks the folder complete)."""
+        return (*(name for stage in STAGES for name in stage.outputs(self)), EVAL_FILE)
 
     def fingerprint(self) -> str:
-        """A digest of what decides a shape's outputs (not the resources its task gets): a rerun with the same
-        fingerprint and the same input reuses the outputs."""
-        record = {"train": asdict(self.train), "sampling": asdict(self.sampling), "mesh": asdict(self.mesh),
-                  "mesh_format": self.mesh_format, "eval_samples": self.eval_samples}
+        """A digest of what decides a shape's outputs, each stage's settings (not the resources its task gets):
+        a rerun with the same fingerprint and the same input reuses the outputs."""
+        record = {key: value for stage in STAGES for key, value in stage.settings(self).items()}
         return hashlib.sha256(json.dumps(record, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -82,74 +84,126 @@ class ShapeResult:
         return not self.error
 
 
-def run_shape(name: str, suffix: str, data: bytes, settings: BatchSettings) -> ShapeResult:
-    """Train, export, mesh and score one shape given as its source's bytes (``suffix``: ``.npz`` or a mesh
-    suffix). A failure of the shape (bad file, diverged training, no surface, any error of a stage) becomes
-    the result's ``error``; nothing escapes but an interruption."""
-    began = time.time()
-    import torch
+@dataclass
+class Work:
+    """What a shape's stages hand each other inside its task: the source in a temporary ``folder``, then the
+    labelled points, the training run, the exported model, the mesh; ``scores`` and ``files`` (name -> path)
+    gather what the stages give the summary and the shape's folder."""
 
-    from occnet.export.onnx_export import export_checkpoint
-    from occnet.runtime.evaluate import compare_meshes, evaluate_model
-    from occnet.runtime.mesher import mesh_model
-    from occnet.runtime.meshio import read_mesh, write_mesh
-    from occnet.runtime.session import OccupancyModel
+    name: str
+    settings: BatchSettings
+    folder: Path
+    source: Path
+    scores: dict[str, float | int | bool | None] = field(default_factory=dict)
+    files: dict[str, Path] = field(default_factory=dict)
+    points: Any = None
+    run: Any = None
+    model: Any = None
+    mesh: Any = None
+
+
+def _train(work: Work) -> None:
+    """Sample and label the source, train; the run's files."""
     from occnet.train.sampling import load_points
     from occnet.train.trainer import train
 
+    started = time.perf_counter()                # a --time-budget counts sampling, as in occ-train
+    work.points = load_points(work.source, work.settings.sampling, work.settings.train.seed)
+    work.run = train(work.points, work.settings.train, work.folder / "run", started=started, extra={
+        "sampling": asdict(work.settings.sampling), "data_path": work.name})
+    work.scores.update(val_iou=work.run.best.val_iou, epochs=len(work.run.history))
+    work.files.update({name: work.folder / "run" / name for name in RUN_FILES})
+
+
+def _export(work: Work) -> None:
+    """best.pt to model.onnx, verified against PyTorch."""
+    from occnet.export.onnx_export import export_checkpoint
+
+    export_checkpoint(work.folder / "run" / "best.pt", work.folder / "model.onnx")
+    work.files["model.onnx"] = work.folder / "model.onnx"
+
+
+def _mesh(work: Work) -> None:
+    """The exported model meshed by onnxruntime, as occ-mesh meshes it."""
+    from occnet.runtime.mesher import mesh_model
+    from occnet.runtime.meshio import write_mesh
+    from occnet.runtime.session import OccupancyModel
+
+    work.model = OccupancyModel(work.folder / "model.onnx", work.settings.train.device,
+                                work.settings.threads_per_shape)
+    work.mesh, stats = mesh_model(work.model, work.settings.mesh)
+    path = work.folder / f"mesh.{work.settings.mesh_format}"
+    write_mesh(work.mesh, path)
+    work.scores.update(faces=stats.faces, watertight=stats.watertight)
+    work.files[path.name] = path
+
+
+def _eval(work: Work) -> None:
+    """A mesh input: the mesh against it, as occ-eval scores; labelled points: the exported model on exactly
+    the points training held out."""
+    from occnet.runtime.evaluate import compare_meshes, evaluate_model
+    from occnet.runtime.meshio import read_mesh
+
+    if work.source.suffix == ".npz":
+        held_out = work.run.held_out
+        on_points = evaluate_model(work.model, replace(work.points, points=work.points.points[held_out],
+                                                       labels=work.points.labels[held_out]))
+        work.scores.update(iou=on_points.iou, accuracy=on_points.accuracy)
+    else:
+        on_mesh = compare_meshes(work.mesh, read_mesh(work.source), work.settings.eval_samples)
+        work.scores.update(chamfer_l1=on_mesh.chamfer_l1, normal_consistency=on_mesh.normal_consistency,
+                           f_score=on_mesh.fscore[0.01], iou=on_mesh.iou)
+
+
+@dataclass(frozen=True)
+class Stage:
+    """One step of a shape's pipeline, declared once: ``run`` does it; ``outputs`` names the files it leaves
+    in the shape's folder, ``scores`` the summary columns it fills (``seconds_NAME`` is its time), and
+    ``settings`` what of the batch's settings decides its results (the fingerprint). The outputs, the
+    summary's columns and the fingerprint are derived from :data:`STAGES`, so a new stage is one entry."""
+
+    name: str
+    run: Callable[[Work], None]
+    outputs: Callable[[BatchSettings], tuple[str, ...]]
+    scores: tuple[str, ...]
+    settings: Callable[[BatchSettings], dict]
+
+
+STAGES: tuple[Stage, ...] = (
+    Stage("train", _train, lambda s: RUN_FILES, ("epochs", "val_iou"),
+          lambda s: {"train": asdict(s.train), "sampling": asdict(s.sampling)}),
+    Stage("export", _export, lambda s: ("model.onnx",), (), lambda s: {}),
+    Stage("mesh", _mesh, lambda s: (f"mesh.{s.mesh_format}",), ("faces", "watertight"),
+          lambda s: {"mesh": asdict(s.mesh), "mesh_format": s.mesh_format}),
+    Stage("eval", _eval, lambda s: (), ("chamfer_l1", "normal_consistency", "f_score", "iou", "accuracy"),
+          lambda s: {"eval_samples": s.eval_samples}),
+)
+"""A shape's stages, in order; ``train`` includes sampling and labelling the source."""
+
+
+def run_shape(name: str, suffix: str, data: bytes, settings: BatchSettings) -> ShapeResult:
+    """Run every stage of :data:`STAGES` on one shape given as its source's bytes (``suffix``: ``.npz`` or a
+    mesh suffix). A failure of the shape (bad file, diverged training, no surface, any error of a stage)
+    becomes the result's ``error``, naming the stage; nothing escapes but an interruption."""
+    began = time.time()
+    import torch
+
     torch.set_num_threads(settings.threads_per_shape)
     seconds: dict[str, float] = {}
-    scores: dict[str, float | int | bool | None] = {}
     with tempfile.TemporaryDirectory(prefix="occnet-shape-") as tmp:
-        folder = Path(tmp)
-        source, run, onnx_path = folder / f"input{suffix}", folder / "run", folder / "model.onnx"
-        mesh_path = folder / f"mesh.{settings.mesh_format}"
-        source.write_bytes(data)
-        clock = _StageClock(seconds)
-        try:
-            points = load_points(source, settings.sampling, settings.train.seed)
-            result = train(points, settings.train, run, started=clock.start,
-                           extra={"sampling": asdict(settings.sampling), "data_path": name})
-            scores["val_iou"] = result.best.val_iou
-            scores["epochs"] = len(result.history)
-            clock.lap()
-            export_checkpoint(run / "best.pt", onnx_path)
-            clock.lap()
-            model = OccupancyModel(onnx_path, settings.train.device, settings.threads_per_shape)
-            mesh, stats = mesh_model(model, settings.mesh)
-            write_mesh(mesh, mesh_path)
-            scores.update(faces=stats.faces, watertight=stats.watertight)
-            clock.lap()
-            if suffix == ".npz":                 # the held-out points: those training's validation used
-                on_points = evaluate_model(model, replace(points, points=points.points[result.held_out],
-                                                          labels=points.labels[result.held_out]))
-                scores.update(iou=on_points.iou, accuracy=on_points.accuracy)
-            else:
-                on_mesh = compare_meshes(mesh, read_mesh(source), settings.eval_samples)
-                scores.update(chamfer_l1=on_mesh.chamfer_l1, normal_consistency=on_mesh.normal_consistency,
-                              f_score=on_mesh.fscore[0.01], iou=on_mesh.iou)
-            clock.lap()
-        except Exception as exc:             # the shape's failure is its row of the summary, not the batch's end
-            kind = "" if isinstance(exc, OccNetError) else f"{type(exc).__name__}: "
-            message = first_line(exc).replace(str(source), name)          # the shape's name, not a temporary path
-            return ShapeResult(name, f"{clock.stage}: {kind}{message}", seconds, scores, {}, began)
-        files = {path.name: path.read_bytes() for path in (*[run / f for f in RUN_FILES], onnx_path, mesh_path)
-                 if path.is_file()}
-    return ShapeResult(name, "", seconds, scores, files, began)
-
-
-class _StageClock:
-    """Times the stages of :data:`STAGES` in order into ``seconds``; ``stage`` is the one running."""
-
-    def __init__(self, seconds: dict[str, float]) -> None:
-        self.seconds, self.finished, self.start = seconds, 0, time.perf_counter()
-
-    @property
-    def stage(self) -> str:
-        return STAGES[self.finished]
-
-    def lap(self) -> None:
-        """The running stage is done; the next one starts now."""
-        now = time.perf_counter()
-        self.seconds[self.stage] = round(now - self.start, 3)
-        self.finished, self.start = self.finished + 1, now
+        work = Work(name, settings, Path(tmp), Path(tmp) / f"input{suffix}")
+        work.source.write_bytes(data)
+        for stage in STAGES:
+            start = time.perf_counter()
+            try:
+                stage.run(work)
+            except Exception as exc:             # the shape's failure is its row of the summary, not the batch's end
+                kind = "" if isinstance(exc, OccNetError) else f"{type(exc).__name__}: "
+                message = first_line(exc).replace(str(work.source), name)   # the shape's name, not a temporary path
+                return ShapeResult(name, f"{stage.name}: {kind}{message}", seconds, work.scores, {}, began)
+            seconds[stage.name] = round(time.perf_counter() - start, 3)
+        undeclared = set(work.scores) - {column for stage in STAGES for column in stage.scores}
+        if undeclared:                           # a score no column holds would be lost from the summary
+            raise RuntimeError(f"stages gave scores no stage declares: {sorted(undeclared)}")
+        files = {file_name: path.read_bytes() for file_name, path in work.files.items() if path.is_file()}
+    return ShapeResult(name, "", seconds, work.scores, files, began)

@@ -16,7 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from occnet.batch.job import STAGES, BatchSettings, ShapeResult, run_shape
+from occnet.batch.job import EVAL_FILE, STAGES, BatchSettings, ShapeResult, run_shape
 from occnet.batch.sources import Shape, sha256
 from occnet.batch.summary import plot_summary, read_summary, write_summary
 from occnet.runtime import signals
@@ -203,7 +203,7 @@ def _record(result: ShapeResult, shape: Shape, digest: str, fingerprint: str, ou
                                        f"{', '.join(map(repr, unexpected))[:200]}", files={})
     row = {"name": shape.name, "source": str(shape.source), "status": "done" if result.ok else "failed",
            "error": result.error, "input_sha256": digest, "settings": fingerprint,
-           **{f"seconds_{stage}": result.seconds.get(stage) for stage in STAGES}, **result.scores}
+           **{f"seconds_{stage.name}": result.seconds.get(stage.name) for stage in STAGES}, **result.scores}
     if result.ok:
         folder = out_dir / shape.name
         try:
@@ -213,7 +213,7 @@ def _record(result: ShapeResult, shape: Shape, digest: str, fingerprint: str, ou
         for name, data in result.files.items():
             write_bytes_atomic(folder / name, data)
         row["seconds_overhead"] = round(time.time() - result.started - sum(result.seconds.values()), 3)
-        write_bytes_atomic(folder / "eval.json", json.dumps(row, indent=1).encode())
+        write_bytes_atomic(folder / EVAL_FILE, json.dumps(row, indent=1).encode())
     return row
 
 

@@ -8,14 +8,16 @@ import io
 import math
 from pathlib import Path
 
+from occnet.batch.job import STAGES
 from occnet.runtime.errors import InputError
 from occnet.runtime.files import write_bytes_atomic
 from occnet.train.plot import figure, write_png
 
-COLUMNS = ("name", "source", "status", "error", "input_sha256", "settings", "seconds_train", "seconds_export",
-           "seconds_mesh", "seconds_eval", "seconds_overhead", "epochs", "val_iou", "chamfer_l1",
-           "normal_consistency", "f_score", "iou", "accuracy", "faces", "watertight")
-"""``status`` is ``done`` or ``failed``; ``error`` the failed stage and its one line; ``settings`` the digest of
+COLUMNS = ("name", "source", "status", "error", "input_sha256", "settings",
+           *(f"seconds_{stage.name}" for stage in STAGES), "seconds_overhead",
+           *dict.fromkeys(column for stage in STAGES for column in stage.scores))
+"""Derived from the stages (:data:`~occnet.batch.job.STAGES`): their times, then their scores. ``status`` is
+``done`` or ``failed``; ``error`` the failed stage and its one line; ``settings`` the digest of
 the options (:meth:`~occnet.batch.job.BatchSettings.fingerprint`); ``seconds_overhead`` the task's time beyond
 its stages (starting, moving files through Ray, writing them); ``f_score`` is F@1% and ``chamfer_l1``,
 ``normal_consistency``, ``f_score`` score the mesh against an input mesh, ``iou`` and ``accuracy`` the model

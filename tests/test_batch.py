@@ -386,3 +386,30 @@ def test_a_source_inside_the_output_folder_is_refused_by_name(tmp_path):
     for source in (out, out / "shapes" / "ball.stl"):
         with pytest.raises(InputError, match=f"{source} lies in the output folder {out}"):
             find_shapes([source], exclude=out)
+
+
+def test_outputs_columns_and_fingerprint_are_derived_from_the_stages(monkeypatch):
+    """A stage is declared once: its files are the shape's outputs, its scores and time the summary's columns,
+    its settings the fingerprint; a score no stage declares stops the task instead of vanishing."""
+    from occnet.batch import job
+    from occnet.batch.job import EVAL_FILE, STAGES, BatchSettings, Stage, run_shape
+
+    settings = BatchSettings(mesh_format="glb")
+    assert settings.outputs == (*job.RUN_FILES, "model.onnx", "mesh.glb", EVAL_FILE)
+    assert {f"seconds_{stage.name}" for stage in STAGES} | {c for stage in STAGES for c in stage.scores} <= set(COLUMNS)
+    record = {key: value for stage in STAGES for key, value in stage.settings(settings).items()}
+    assert record.keys() == {"train", "sampling", "mesh", "mesh_format", "eval_samples"}
+    assert settings.fingerprint() != BatchSettings().fingerprint() == BatchSettings(gpus_per_shape=0.5).fingerprint()
+
+    def scores(work):
+        work.scores["mystery"] = 1.0
+
+    def fails(work):
+        raise ValueError("no surface")
+
+    monkeypatch.setattr(job, "STAGES", (Stage("probe", scores, lambda s: (), ("probed",), lambda s: {}),))
+    with pytest.raises(RuntimeError, match=r"stages gave scores no stage declares: \['mystery'\]"):
+        run_shape("x", ".stl", b"", settings)
+    monkeypatch.setattr(job, "STAGES", (Stage("probe", fails, lambda s: (), (), lambda s: {}),))
+    result = run_shape("x", ".stl", b"", settings)
+    assert result.error == "probe: ValueError: no surface" and result.files == {}
