@@ -58,6 +58,8 @@ def _weld(verts: np.ndarray, faces: np.ndarray, n: np.ndarray) -> tuple[np.ndarr
     one (:func:`_first_copies`), renumbered, and the faces that collapse dropped."""
     target = _first_copies(verts, n)
     kept = target == np.arange(len(verts), dtype=np.int32)          # the first copy of each name, and the rest
+    # a kept vertex's new index is the number of kept vertices before it (cumsum - 1); every copy takes the
+    # new index of the first copy it points to, and each face corner the new index of its vertex
     faces = (np.cumsum(kept, dtype=np.int32) - np.int32(1))[target][faces]
     del target
     whole = (faces[:, 0] != faces[:, 1]) & (faces[:, 1] != faces[:, 2]) & (faces[:, 0] != faces[:, 2])
@@ -78,13 +80,18 @@ def _first_copies(verts: np.ndarray, n: np.ndarray) -> np.ndarray:
     that its working arrays are freed before the faces are renumbered.
     """
     lower = np.floor(verts)
-    whole = verts == lower
+    whole = verts == lower                         # per coordinate: on a sample plane, or between two
     lower = lower.astype(np.int32)
-    plane = whole & ((((lower + 1) & (BRICK - 1)) == 0) | (lower == 0) | (lower == n - 1))   # BRICK: a power of 2
+    # on a plane two bricks share, or on the box's first or last sample plane (where caps lie): brick k's
+    # first sample is at grid index k * BRICK - 1 (the pad is index -1), so bricks share the planes one below
+    # a multiple of BRICK, where lower + 1 is that multiple (BRICK a power of 2: the mask tests it)
+    plane = whole & ((((lower + 1) & (BRICK - 1)) == 0) | (lower == 0) | (lower == n - 1))
     maybe = np.flatnonzero(plane[:, 0] | plane[:, 1] | plane[:, 2] | (whole[:, 0] & whole[:, 1] & whole[:, 2]))
     fractional = ~whole[maybe]
     axis = np.where(fractional.any(axis=1), np.argmax(fractional, axis=1), 3)
     corner = lower[maybe].astype(np.int64)
+    # the edge's name as one integer: its lower sample's flat index in the (n0, n1, n2) grid, times 4, plus
+    # the axis it runs along (3: the vertex is the sample itself); equal names are copies of one vertex
     key = ((corner[:, 0] * n[1] + corner[:, 1]) * n[2] + corner[:, 2]) * 4 + axis
     _, first, inverse = np.unique(key, return_index=True, return_inverse=True)
     target = np.arange(len(verts), dtype=np.int32)
