@@ -162,7 +162,7 @@ def test_a_killed_worker_is_retried(tmp_path):
     root = make_collection(tmp_path / "c")
     out = tmp_path / "out"
     proc = subprocess.Popen([str(BIN / "occ-batch"), str(root / "parts" / "ball.stl"), "--out-dir", str(out),
-                             *FAST, "--epochs", "40"],
+                             *FAST, "--epochs", "25"],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     worker = None
     for _ in range(600):
