@@ -50,10 +50,10 @@ def occ_batch(
     config, sampling = training_records(ctx.params)
     mesh = make_record(MeshSettings, ctx.params, only=MESH_OPTIONS)
     settings = make_record(BatchSettings, ctx.params, train=config, sampling=sampling, mesh=mesh)
-    shapes = find_shapes(sources, exclude=out_dir)
     if address is None and os.environ.get("RAY_ADDRESS"):
         typer.echo(f"note: RAY_ADDRESS={os.environ['RAY_ADDRESS']} is not used: without --address occ-batch starts "
                    "a private Ray on this machine", err=True)
+    shapes = find_shapes(sources, exclude=out_dir)
     typer.echo(f"data: {len(shapes)} shapes -> {out_dir}", err=True)
     try:
         with _progress(len(shapes)) as show:
