@@ -25,9 +25,8 @@ def check_real(name: str, value: object, *, above: float | None = None, at_least
                below: float | None = None, finite: bool = True) -> float:
     """``value`` as a ``float``: a real number (not a bool, not a string), finite unless ``finite=False``
     (infinity allowed, NaN never), ``> above``, ``>= at_least`` and ``< below`` where given."""
-    wanted = [text for bound, text in ((above, f"> {above:g}" if above is not None else ""),
-                                       (at_least, f">= {at_least:g}" if at_least is not None else ""),
-                                       (below, f"< {below:g}" if below is not None else "")) if bound is not None]
+    wanted = [f"{relation} {bound:g}" for relation, bound in ((">", above), (">=", at_least), ("<", below))
+              if bound is not None]
     ok = not isinstance(value, bool) and isinstance(value, numbers.Real) and not math.isnan(value) and \
         (math.isfinite(value) or not finite) and (above is None or value > above) and \
         (at_least is None or value >= at_least) and (below is None or value < below)

@@ -54,12 +54,6 @@ def available_memory() -> Memory | None:
     return min(known, key=lambda memory: memory.nbytes) if known else None
 
 
-def available_bytes() -> int | None:
-    """:func:`available_memory` in bytes, or None where unknown."""
-    memory = available_memory()
-    return None if memory is None else memory.nbytes
-
-
 def _machine_available() -> int | None:
     """Memory the machine can still give without swapping (``MemAvailable``), or None where unknown."""
     try:
@@ -94,8 +88,8 @@ def _cgroup_memory_left() -> int | None:
 def _stat(path: Path) -> dict[str, int]:
     """A ``key value`` per line file (cgroup's ``memory.stat``) as a dict; empty where it cannot be read."""
     try:
-        return {key: int(value) for key, value in (line.split()[:2] for line in path.read_text().splitlines()
-                                                   if len(line.split()) >= 2)}
+        rows = [line.split() for line in path.read_text().splitlines()]
+        return {row[0]: int(row[1]) for row in rows if len(row) >= 2}
     except (OSError, ValueError):
         return {}
 

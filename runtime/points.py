@@ -76,11 +76,17 @@ def make_point_set(points, labels, source: str, bounds=None, for_training: bool 
     if for_training and not all(h > low for low, h in zip(lo, hi)):
         raise InputError(f"{source}: the points span no volume (box {lo} .. {hi})")
     if for_training:
-        try:
-            check_extent(max(h - low for low, h in zip(lo, hi)))
-        except ValueError as exc:
-            raise InputError(f"{source}: {exc}") from None
+        check_training_extent(source, max(h - low for low, h in zip(lo, hi)))
     return PointSet(points, labels, lo, hi, source)
+
+
+def check_training_extent(source: str, extent: float) -> None:
+    """Refuse data whose box is ``extent`` units across where the contract's float32 cannot resolve it
+    (:func:`~occnet.runtime.contract.check_extent`), as an :class:`InputError` naming ``source``."""
+    try:
+        check_extent(extent)
+    except ValueError as exc:
+        raise InputError(f"{source}: {exc}") from None
 
 
 def load_npz(path: Path, for_training: bool = True) -> PointSet:

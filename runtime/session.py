@@ -45,10 +45,10 @@ class OccupancyModel:
         if not self.path.is_file():
             raise InputError(f"model file not found: {self.path}")
         self.fallback: str | None = None
+        self._check_graph()                           # before onnxruntime builds a session for a graph refused
         self._session = self._open(device, threads)
         self.provider: str = self._session.get_providers()[0]
         self._check_signature()
-        self._check_graph()
         props = self._session.get_modelmeta().custom_metadata_map
         self.info: ModelInfo = ModelInfo.from_metadata(props)
 

@@ -12,14 +12,13 @@ from pathlib import Path
 import numpy as np
 import trimesh
 
-from occnet.runtime.contract import check_extent
 from occnet.runtime.errors import InputError, ResourceError
 from occnet.runtime.field import dense_field
 from occnet.runtime.grid import Grid
 from occnet.runtime.inside import MAX_AMBIGUOUS, contains
 from occnet.runtime.machine import available_memory
 from occnet.runtime.meshio import MERGE_RELATIVE, MESH_FORMATS, read_mesh
-from occnet.runtime.points import PointSet, load_npz, make_point_set
+from occnet.runtime.points import PointSet, check_training_extent, load_npz, make_point_set
 from occnet.runtime.surface import extract_mesh
 from occnet.train.config import SamplingConfig
 from occnet.train.shapes import DEMO_BOUNDS, demo_occupancy, demo_sdf
@@ -108,25 +107,23 @@ def load_mesh(path: Path) -> trimesh.Trimesh:
     """Read a triangle mesh (duplicate vertices merged at its own scale, degenerate faces dropped); open,
     overlapping and touching meshes are fine: their inside is what their winding number says."""
     mesh = read_mesh(path)
-    try:
-        check_extent(float(np.ptp(mesh.vertices, axis=0).max()))
-    except ValueError as exc:
-        raise InputError(f"{path}: {exc}") from None
-    mesh.update_faces(_with_area(mesh))
+    extent = float(np.ptp(mesh.vertices, axis=0).max())
+    check_training_extent(str(path), extent)          # before labelling, which a part too small would garble
+    mesh.update_faces(_with_area(mesh, extent))
     if len(mesh.faces) == 0:
         raise InputError(f"{path}: the mesh has no faces with area")
     return mesh
 
 
-def _with_area(mesh: trimesh.Trimesh) -> np.ndarray:
+def _with_area(mesh: trimesh.Trimesh, extent: float) -> np.ndarray:
     """``(F,) bool``: faces whose height (twice the area over the longest edge) is more than
-    :data:`MERGE_RELATIVE` times the mesh's largest extent. trimesh's own test is absolute (1e-8): it called
+    :data:`MERGE_RELATIVE` times the mesh's largest extent, ``extent``. trimesh's own test is absolute (1e-8): it called
     every face of a part 1e-9 units across degenerate and refused it as "no faces with area"."""
     corners = mesh.vertices[mesh.faces]
     edges = np.linalg.norm(corners - np.roll(corners, 1, axis=1), axis=2).max(axis=1)
     twice_area = np.linalg.norm(np.cross(corners[:, 1] - corners[:, 0], corners[:, 2] - corners[:, 0]), axis=1)
     height = np.divide(twice_area, edges, out=np.zeros_like(edges), where=edges > 0)
-    return height > MERGE_RELATIVE * float(np.ptp(mesh.vertices, axis=0).max())
+    return height > MERGE_RELATIVE * extent
 
 
 def mesh_points(path: Path, config: SamplingConfig, seed: int) -> PointSet:
