@@ -19,7 +19,7 @@ from occnet.runtime.console import Interrupted, run_app
 from occnet.runtime.errors import OccNetError
 from occnet.runtime.options import make_record, with_options
 from occnet.runtime.settings import MeshSettings
-from occnet.train.config import SamplingConfig, TrainConfig, training_records
+from occnet.train.config import SamplingConfig, TrainConfig, encoding_options, training_records
 
 batch_app = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
 
@@ -30,7 +30,8 @@ MESH_OPTIONS = ("resolution", "method", "threshold")
 
 
 @batch_app.command()
-@with_options(TrainConfig, SamplingConfig, exclude=("threads",))     # a task trains on --threads-per-shape
+# a task trains on --threads-per-shape
+@with_options(TrainConfig, *encoding_options(), SamplingConfig, exclude=("threads",))
 @with_options(MeshSettings, only=MESH_OPTIONS)
 @with_options(BatchSettings)
 def occ_batch(

@@ -171,7 +171,7 @@ class Stage:
 
 STAGES: tuple[Stage, ...] = (
     Stage("train", _train, lambda s: RUN_FILES, ("epochs", "val_iou"),
-          lambda s: {"train": asdict(s.train), "sampling": asdict(s.sampling)}),
+          lambda s: {"train": s.train.to_dict(), "sampling": asdict(s.sampling)}),
     Stage("export", _export, lambda s: ("model.onnx",), (), lambda s: {}),
     Stage("mesh", _mesh, lambda s: (f"mesh.{s.mesh_format}",), ("faces", "watertight"),
           lambda s: {"mesh": asdict(s.mesh), "mesh_format": s.mesh_format}),

@@ -23,6 +23,7 @@ import numpy as np
 from occnet.export.onnx_export import export_checkpoint
 from occnet.runtime import MeshSettings, OccupancyModel, mesh_model
 from occnet.runtime.evaluate import compare_meshes
+from occnet.train.encodings import Fourier
 from occnet.train.sampling import SamplingConfig, load_points
 from occnet.train.suite import quality_suite
 from occnet.train.trainer import TrainConfig, train
@@ -34,7 +35,7 @@ RECIPES = {
     "near-0.8": (TrainConfig(), SamplingConfig(near_fraction=0.8)),
     "near-0.2": (TrainConfig(), SamplingConfig(near_fraction=0.2)),
     "long": (TrainConfig(epochs=300), SamplingConfig(num_points=200_000)),
-    "fourier": (TrainConfig(encoding="fourier", fourier_features=32, fourier_scale=2.0), SamplingConfig()),
+    "fourier": (TrainConfig(encoding=Fourier(features=32, scale=2.0)), SamplingConfig()),
     "wide": (TrainConfig(hidden_size=128, epochs=100), SamplingConfig(num_points=200_000)),
     "60-epochs": (TrainConfig(epochs=60), SamplingConfig()),
     "150-epochs": (TrainConfig(epochs=150), SamplingConfig()),

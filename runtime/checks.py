@@ -46,5 +46,6 @@ def check_choice(name: str, value: object, choices: tuple[str, ...]) -> str:
 def check_instance(name: str, value: object, kind: type):
     """``value``, an instance of ``kind``."""
     if not isinstance(value, kind):
-        raise InputError(f"{name} must be a {kind.__name__}, got {type(value).__name__}")
+        article = "an" if kind.__name__[0] in "AEIOU" else "a"
+        raise InputError(f"{name} must be {article} {kind.__name__}, got {type(value).__name__}")
     return value

@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 import math
 import struct
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from importlib.metadata import PackageNotFoundError, version
 
 from occnet.runtime.errors import ModelError
@@ -16,7 +16,6 @@ from occnet.runtime.errors import ModelError
 FORMAT_VERSION = 1
 INPUT_NAME = "points"
 OUTPUT_NAME = "logits"
-ENCODINGS = ("none", "fourier")
 DEVICES = ("auto", "cpu", "cuda")
 """Where the commands run: ``auto`` takes CUDA when it is there and says when it falls back."""
 
@@ -34,9 +33,11 @@ class MetaKey:
     ORIGIN = "occnet.origin"
 
 
-LIMITS = {"hidden_size": 1024, "hidden_layers": 32, "fourier_features": 1024}
+LIMITS = {"hidden_size": 1024, "hidden_layers": 32}
 """Upper bounds of the architecture's integer fields: far above any useful occupancy MLP, far below sizes
 that would exhaust memory when a crafted file asks for them."""
+FORMAT1_FIELDS = {"fourier_features": 0, "fourier_scale": 0.0}
+"""Fields format 1 wrote for every model, zero where the encoding was not Fourier's; read and dropped."""
 MAX_COORDINATE = 1e30
 """Largest |bound| accepted: grid coordinates must stay finite in float32 (max 3.4e38) with room to spare."""
 MIN_EXTENT = 1e-30
@@ -51,39 +52,58 @@ untrained network scores 0 (all outside) or the inside share of the points (all 
 
 @dataclass(frozen=True)
 class Architecture:
-    """The network's shape: enough to rebuild it. ``encoding='fourier'`` adds sin/cos input features."""
+    """The network's shape: enough to rebuild it. ``encoding`` names an input encoding of
+    :mod:`occnet.train.encodings` and ``encoding_options`` its options (numbers by name); the runtime needs
+    neither (the ONNX graph computes the encoding), so only their form is checked here and the encoding
+    itself when a network is built from them.
+
+    In files (checkpoint, ONNX metadata) the options are flat fields prefixed with the encoding's name,
+    ``{"encoding": "fourier", "fourier_features": 32, "fourier_scale": 2.0, ...}``, as format 1 wrote them."""
 
     hidden_size: int = 64
     hidden_layers: int = 4
     encoding: str = "none"
-    fourier_features: int = 0
-    fourier_scale: float = 0.0
+    encoding_options: dict[str, int | float] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         for name, top in LIMITS.items():
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool):
                 raise ValueError(f"{name} must be an integer, got {type(value).__name__} {value!r}")
-            low = 0 if name == "fourier_features" else 1
-            if not low <= value <= top:
-                raise ValueError(f"{name} must lie in {low}..{top}, got {value}")
-        if self.encoding not in ENCODINGS:
-            raise ValueError(f"unknown encoding {self.encoding!r}; expected one of {ENCODINGS}")
-        if not isinstance(self.fourier_scale, (int, float)) or not math.isfinite(self.fourier_scale) \
-                or self.fourier_scale < 0:
-            raise ValueError(f"fourier_scale must be a finite number >= 0, got {self.fourier_scale!r}")
-        if self.encoding == "fourier" and (self.fourier_features < 1 or self.fourier_scale <= 0):
-            raise ValueError("fourier encoding needs fourier_features >= 1 and fourier_scale > 0")
+            if not 1 <= value <= top:
+                raise ValueError(f"{name} must lie in 1..{top}, got {value}")
+        if not isinstance(self.encoding, str) or not self.encoding.isidentifier():
+            raise ValueError(f"encoding must be a name, got {self.encoding!r}")
+        if not isinstance(self.encoding_options, dict):
+            raise ValueError("encoding options are not a mapping")
+        for key, value in self.encoding_options.items():
+            if not isinstance(key, str) or not key.isidentifier():
+                raise ValueError(f"encoding option names must be names, got {key!r}")
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+                raise ValueError(f"{self.encoding}_{key} must be a finite number, got {value!r}")
+
+    def to_dict(self) -> dict:
+        """The flat record files hold (see the class)."""
+        return {"hidden_size": self.hidden_size, "hidden_layers": self.hidden_layers, "encoding": self.encoding,
+                **{f"{self.encoding}_{key}": value for key, value in self.encoding_options.items()}}
 
     @classmethod
     def from_dict(cls, data: dict) -> Architecture:
-        """Rebuild from :func:`dataclasses.asdict` output; raises ``ValueError`` on unknown or bad fields."""
+        """Rebuild from :meth:`to_dict` output; raises ``ValueError`` on unknown or bad fields."""
         if not isinstance(data, dict):
             raise ValueError("architecture is not a mapping")
-        unknown = set(data) - set(cls.__dataclass_fields__)
+        data = dict(data)
+        encoding = data.pop("encoding", "none")
+        prefix = f"{encoding}_" if isinstance(encoding, str) else None
+        options = {key[len(prefix):]: data.pop(key) for key in list(data)
+                   if prefix and key.startswith(prefix) and key not in LIMITS}
+        for key, zero in FORMAT1_FIELDS.items():
+            if key in data and data[key] == zero:
+                del data[key]
+        unknown = set(data) - {"hidden_size", "hidden_layers"}
         if unknown:
             raise ValueError(f"unknown architecture fields {sorted(unknown)}")
-        return cls(**data)
+        return cls(**data, encoding=encoding, encoding_options=options)
 
 
 @dataclass(frozen=True)
@@ -106,7 +126,7 @@ class ModelInfo:
             MetaKey.FORMAT_VERSION: str(self.format_version),
             MetaKey.BOUNDS_MIN: json.dumps(list(self.bounds_min)),
             MetaKey.BOUNDS_MAX: json.dumps(list(self.bounds_max)),
-            MetaKey.ARCHITECTURE: json.dumps(asdict(self.architecture), sort_keys=True),
+            MetaKey.ARCHITECTURE: json.dumps(self.architecture.to_dict(), sort_keys=True),
             MetaKey.METRICS: json.dumps(self.metrics, sort_keys=True, allow_nan=False),   # strict JSON
             MetaKey.CHECKPOINT_SHA256: self.checkpoint_sha256,
             MetaKey.PRODUCER: json.dumps(self.producer, sort_keys=True),

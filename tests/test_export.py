@@ -23,6 +23,7 @@ from occnet.runtime.contract import FORMAT_VERSION, Architecture, MetaKey
 from occnet.runtime.field import batched
 from occnet.runtime.session import OccupancyModel
 from occnet.train.checkpoint import load_checkpoint
+from occnet.train.encodings import Fourier
 from occnet.train.model import OccNet
 
 
@@ -115,9 +116,8 @@ def test_what_pytorch_logs_while_exporting_stays_off_stderr(monkeypatch):
 
 
 @pytest.mark.parametrize("options", [
-    {"encoding": "fourier", "fourier_features": 32, "fourier_scale": 1.0},
-    {"encoding": "fourier", "fourier_features": 32, "fourier_scale": 2.0},
-    {"encoding": "fourier", "fourier_features": 64, "fourier_scale": 8.0},
+    {"encoding": Fourier(features=32, scale=1.0)}, {"encoding": Fourier(features=32, scale=2.0)},
+    {"encoding": Fourier(features=64, scale=8.0)},
     {"hidden_size": 16, "hidden_layers": 1}, {"hidden_size": 256, "hidden_layers": 8},
 ])
 def test_every_trainable_option_exports(tmp_path, options):

@@ -197,8 +197,8 @@ def test_more_threads_than_cores_and_more_points_than_memory_are_refused(tmp_pat
 # 5: options must be finite, and divergence stops with advice
 
 @pytest.mark.parametrize("args,match", [
-    (["--fourier-scale", "nan", "--encoding", "fourier"], "fourier scale must be a finite number >= 0"),
-    (["--fourier-scale", "inf", "--encoding", "fourier"], "fourier scale must be a finite number >= 0"),
+    (["--fourier-scale", "nan", "--encoding", "fourier"], "fourier scale must be a finite number > 0"),
+    (["--fourier-scale", "inf", "--encoding", "fourier"], "fourier scale must be a finite number > 0"),
     (["--near-sigma", "nan"], "near sigma"), (["--lr", "inf"], "learning rate"), (["--seed", "-1"], "seed"),
 ])
 def test_occ_train_refuses_non_finite_options(tmp_path, args, match):
@@ -431,8 +431,8 @@ def test_help_loads_no_heavy_module():
 def test_arch_fields_are_checked_in_the_contract():
     with pytest.raises(ValueError, match="hidden_layers must lie in 1..32"):
         Architecture(hidden_layers=100)
-    with pytest.raises(ValueError, match="fourier_scale"):
-        Architecture(encoding="fourier", fourier_features=4, fourier_scale=float("nan"))
+    with pytest.raises(ValueError, match="fourier_scale must be a finite number"):
+        Architecture(encoding="fourier", encoding_options={"features": 4, "scale": float("nan")})
     assert ModelInfo.from_metadata(INFO.to_metadata()) == INFO
 
 

@@ -11,6 +11,7 @@ from occnet.batch.job import BatchSettings
 from occnet.runtime import MeshSettings, OccupancyModel
 from occnet.runtime.errors import InputError
 from occnet.train.config import SamplingConfig, TrainConfig
+from occnet.train.encodings import Fourier
 
 
 @pytest.mark.parametrize("field,value,match", [
@@ -83,7 +84,9 @@ def test_points_without_an_occupancy_are_the_callers_error_not_the_models(points
     (TrainConfig, "time_budget", math.nan, "time budget in seconds must be a number > 0, got nan"),
     (TrainConfig, "patience", 0, "patience must be an integer >= 1, got 0"),
     (TrainConfig, "device", "gpu", "device must be one of auto, cpu, cuda, got 'gpu'"),
-    (TrainConfig, "fourier_scale", "8", "fourier scale must be a finite number >= 0, got '8'"),
+    (TrainConfig, "encoding", "fourier", "encoding must be an Encoding, got str"),
+    (Fourier, "scale", "8", "fourier scale must be a finite number > 0, got '8'"),
+    (Fourier, "features", 0, "fourier features must be an integer in 1..1024, got 0"),
     (SamplingConfig, "num_points", 1e5, "num points must be an integer >= 100, got 100000.0"),
     (SamplingConfig, "near_sigma", None, "near sigma must be a finite number > 0, got None"),
     (SamplingConfig, "near_fraction", 1.5, r"near fraction must lie in \[0, 1\], got 1.5"),
@@ -125,15 +128,17 @@ def test_each_option_is_declared_once_on_its_record_and_every_command_takes_it_f
     from occnet.train.cli import train_app
 
     def declared(record, only=None, exclude=()):
-        return {f.name: f.metadata["cli_default"] if f.metadata["cli_default"] is not dataclasses.MISSING
-                else f.default for f in dataclasses.fields(record) if "help" in f.metadata
-                and (only is None or f.name in only) and f.name not in exclude}
+        prefix = record.option_prefix + "_" if hasattr(record, "option_prefix") else ""
+        return {prefix + f.name: getattr(f.default, "name", f.default) if f.metadata["cli_default"] is
+                dataclasses.MISSING else f.metadata["cli_default"] for f in dataclasses.fields(record)
+                if "help" in f.metadata and (only is None or f.name in only) and f.name not in exclude}
 
     train, batch, mesh = _options(train_app), _options(batch_app), _options(mesh_app)
-    training = {**declared(TrainConfig), **declared(SamplingConfig)}
+    training = {**declared(TrainConfig), **declared(Fourier), **declared(SamplingConfig)}
     assert len(training) == 18 and training.items() <= train.items()
+    assert train["encoding"] == "none" and train["fourier_features"] == 32
     assert set(train) - set(training) == {"out_dir", "resume", "force"}
-    batch_options = {**declared(TrainConfig, exclude=("threads",)), **declared(SamplingConfig),
+    batch_options = {**declared(TrainConfig, exclude=("threads",)), **declared(Fourier), **declared(SamplingConfig),
                      **declared(MeshSettings, only=MESH_OPTIONS), **declared(BatchSettings)}
     assert batch_options.items() <= batch.items() and set(batch) - set(batch_options) == {"out_dir", "address"}
     assert declared(MeshSettings).items() <= mesh.items() and len(declared(MeshSettings)) == 6
@@ -147,7 +152,7 @@ def test_a_command_line_builds_the_records_the_python_api_builds():
               "resolution": 64, "method": "dense"}
     assert training_records(values) == (TrainConfig(epochs=7), SamplingConfig(near_sigma=0.02))
     assert training_records({**values, "encoding": "fourier"})[0] == TrainConfig(
-        epochs=7, encoding="fourier", fourier_features=32, fourier_scale=2.0)
+        epochs=7, encoding=Fourier(features=32, scale=2.0))
     assert make_record(MeshSettings, values, only=("method",)) == MeshSettings(method="dense")
     assert make_record(BatchSettings, values, eval_samples=10, mesh=MeshSettings(resolution=64)) == \
         BatchSettings(mesh=MeshSettings(resolution=64), eval_samples=10)

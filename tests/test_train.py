@@ -7,7 +7,8 @@ import torch
 from occnet.runtime.contract import Architecture
 from occnet.runtime.errors import InputError
 from occnet.runtime.points import make_point_set
-from occnet.train.checkpoint import load_checkpoint
+from occnet.train.checkpoint import CheckpointError, load_checkpoint
+from occnet.train.encodings import Fourier
 from occnet.train.model import OccNet
 from occnet.train.trainer import (
     EpochMetrics,
@@ -50,8 +51,7 @@ def test_run_writes_every_file_and_best_is_the_lowest_val_loss(trained_run):
 def test_checkpoint_records_the_contract(trained_run):
     state = load_checkpoint(trained_run / "best.pt").state
     assert state["format"] == "occnet.checkpoint" and state["version"] == 1
-    assert state["architecture"] == {"hidden_size": 64, "hidden_layers": 4, "encoding": "none",
-                                     "fourier_features": 0, "fourier_scale": 0.0}
+    assert state["architecture"] == {"hidden_size": 64, "hidden_layers": 4, "encoding": "none"}
     assert state["bounds_min"] == [-0.55] * 3 and state["bounds_max"] == [0.55] * 3
     assert state["config"]["seed"] == 0 and state["data_source"] == "demo"
     assert {"torch", "numpy", "occnet", "python"} <= set(state["versions"])
@@ -161,7 +161,7 @@ def test_resume_needs_the_same_options_but_may_extend_the_epochs(small_data, tmp
 
 
 def test_fourier_encoding_trains_and_is_saved(small_data, tmp_path):
-    config = quick(encoding="fourier", fourier_features=8, fourier_scale=2.0)
+    config = quick(encoding=Fourier(features=8, scale=2.0))
     train(small_data, config, tmp_path)
     ckpt = load_checkpoint(tmp_path / "best.pt")
     assert ckpt.architecture.encoding == "fourier"
@@ -252,3 +252,68 @@ def test_patience_stops_a_run_that_no_longer_improves(small_data, tmp_path):
     assert frozen.stopped == "no better validation loss for 2 epochs"
     learning = train(small_data, quick(epochs=3, patience=2), tmp_path / "learning")
     assert learning.stopped == "3 epochs" and len(learning.history) == 3
+
+
+def test_a_new_encoding_is_one_record_and_its_registration(small_data, tmp_path):
+    """Registered in the test, used through the public names only: it trains, its checkpoint records it and
+    rebuilds it, and it exports verified; no other file knows it."""
+    from dataclasses import dataclass
+
+    from occnet.export.onnx_export import export_checkpoint
+    from occnet.runtime.options import option
+    from occnet.train.encodings import ENCODINGS, Encoding, register
+    from occnet.train.trainer import run_options
+
+    @dataclass(frozen=True)
+    class Radial(Encoding):
+        name = "radial"
+        weight: float = option(1.0, "radial: weight of the distance feature.")
+
+        def width(self) -> int:
+            return 4
+
+        def encode(self, x, buffers):
+            return torch.cat([x, self.weight * x.norm(dim=1, keepdim=True)], dim=1)
+
+    register(Radial)
+    try:
+        config = quick(encoding=Radial(weight=1.5))
+        train(small_data, config, tmp_path)
+        ckpt = load_checkpoint(tmp_path / "best.pt")
+        assert ckpt.state["architecture"] == {"hidden_size": 64, "hidden_layers": 4, "encoding": "radial",
+                                              "radial_weight": 1.5}
+        assert ckpt.network().encoding == Radial(weight=1.5)
+        assert run_options(tmp_path)["config"] == config
+        report = export_checkpoint(tmp_path / "best.pt", tmp_path / "m.onnx", verify_points=5000)
+        assert report.agreement.ok
+    finally:
+        del ENCODINGS["radial"]
+    with pytest.raises(ValueError, match="not a new identifier"):
+        register(type("Again", (Encoding,), {"name": "fourier"}))
+
+
+def test_format_1_records_still_load(trained_run, tmp_path):
+    """Format 1 wrote Fourier's options as fields of every architecture and training record, zero for
+    networks without the encoding; such checkpoints load, rebuild and resume as they did."""
+    from occnet.train.trainer import run_options
+
+    state = load_checkpoint(trained_run / "last.pt").state
+    format1 = {"fourier_features": 0, "fourier_scale": 0.0}
+    state["architecture"] = {**state["architecture"], **format1}
+    state["config"] = {**state["config"], **format1}
+    torch.save(state, tmp_path / "last.pt")
+    assert load_checkpoint(tmp_path / "last.pt").architecture == Architecture()
+    assert run_options(tmp_path)["config"] == run_options(trained_run)["config"]
+    state["architecture"]["fourier_features"] = 8                 # a Fourier option without the encoding
+    torch.save(state, tmp_path / "last.pt")
+    with pytest.raises(CheckpointError, match=r"unknown architecture fields \['fourier_features'\]"):
+        load_checkpoint(tmp_path / "last.pt")
+    fourier = {"hidden_size": 64, "hidden_layers": 4, "encoding": "fourier", "fourier_features": 8,
+               "fourier_scale": 2.0}
+    assert Architecture.from_dict(fourier) == Architecture(encoding="fourier",
+                                                           encoding_options={"features": 8, "scale": 2.0})
+    assert Architecture.from_dict(fourier).to_dict() == fourier
+    state["architecture"] = {"hidden_size": 64, "hidden_layers": 4, "encoding": "wavelet", "wavelet_levels": 3}
+    torch.save(state, tmp_path / "last.pt")
+    with pytest.raises(CheckpointError, match="unknown encoding 'wavelet'; expected one of none, fourier"):
+        load_checkpoint(tmp_path / "last.pt")

@@ -18,6 +18,7 @@ import torch
 from occnet.runtime.contract import Architecture, check_bounds
 from occnet.runtime.errors import InputError, ResourceError, first_line
 from occnet.runtime.files import check_archive_sizes, write_bytes_atomic
+from occnet.train.encodings import make_encoding
 from occnet.train.model import OccNet
 
 FORMAT = "occnet.checkpoint"
@@ -122,6 +123,7 @@ def load_checkpoint(path: Path) -> Checkpoint:
                               f"reads ({VERSION}); upgrade occnet")
     try:
         arch = Architecture.from_dict(state["architecture"])
+        make_encoding(arch.encoding, arch.encoding_options)
         lo = tuple(float(v) for v in state["bounds_min"])
         hi = tuple(float(v) for v in state["bounds_max"])
         origin = tuple(float(v) for v in state.get("origin", (0.0, 0.0, 0.0)))   # older checkpoints: zero
@@ -132,6 +134,6 @@ def load_checkpoint(path: Path) -> Checkpoint:
         check_bounds(lo, hi, origin)
     except KeyError as exc:
         raise CheckpointError(f"{path}: malformed occnet checkpoint (no {exc} entry)") from None
-    except (TypeError, ValueError) as exc:
+    except (TypeError, ValueError, InputError) as exc:
         raise CheckpointError(f"{path}: malformed occnet checkpoint ({exc})") from None
     return Checkpoint(state, arch, lo, hi, origin)

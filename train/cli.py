@@ -11,7 +11,7 @@ import typer
 
 from occnet.runtime.console import Interrupted, run_app
 from occnet.runtime.options import with_options
-from occnet.train.config import SamplingConfig, TrainConfig, training_records
+from occnet.train.config import SamplingConfig, TrainConfig, encoding_options, training_records
 
 train_app = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
 RESUME_ALLOWS = {"data", "resume", "epochs"}
@@ -20,7 +20,7 @@ and DATA names its data where the file has moved."""
 
 
 @train_app.command()
-@with_options(TrainConfig, SamplingConfig)
+@with_options(TrainConfig, *encoding_options(), SamplingConfig)
 def occ_train(
     ctx: typer.Context,
     data: Annotated[Optional[Path], typer.Argument(help=".npz points+occupancies, a mesh (.obj .ply .stl "

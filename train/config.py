@@ -4,12 +4,13 @@
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
-from occnet.runtime.checks import check_choice, check_integer, check_real
-from occnet.runtime.contract import DEVICES, ENCODINGS, Architecture
+from occnet.runtime.checks import check_choice, check_instance, check_integer, check_real
+from occnet.runtime.contract import DEVICES, Architecture
 from occnet.runtime.errors import InputError
 from occnet.runtime.options import make_record, option
+from occnet.train.encodings import ENCODINGS, Encoding, Plain, make_encoding
 
 DEFAULT_EPOCHS = 200
 """Epochs of a default run: counted work, so the same inputs give the same model on any machine. Chosen on the
@@ -37,9 +38,8 @@ class TrainConfig:
     lr: float = option(3e-3, "Peak learning rate (warm-up, then cosine decay).")
     hidden_size: int = option(64, "Width of the hidden layers.")
     hidden_layers: int = option(4, "Hidden layers after the input layer.")
-    encoding: str = option("none", "Input encoding: none, or fourier features.", choices=ENCODINGS)
-    fourier_features: int = option(0, "fourier: number of random frequencies.", cli_default=32)
-    fourier_scale: float = option(0.0, "fourier: frequency spread (cycles per box).", cli_default=2.0)
+    encoding: Encoding = option(Plain(), "Input encoding of the points; each takes its own --ENCODING-* options.",
+                                choices=tuple(ENCODINGS))
     val_fraction: float = option(0.2, "Share of points held out for validation.")
     seed: int = option(0, "Seed for sampling, split, initialisation and shuffling (>= 0).")
     device: str = option("auto", "auto uses CUDA when PyTorch sees a GPU.", choices=DEVICES)
@@ -58,8 +58,7 @@ class TrainConfig:
             "lr": check_real("learning rate", self.lr, above=0),
             "hidden_size": check_integer("hidden size", self.hidden_size, 1),
             "hidden_layers": check_integer("hidden layers", self.hidden_layers, 1),
-            "fourier_features": check_integer("fourier features", self.fourier_features, 0),
-            "fourier_scale": check_real("fourier scale", self.fourier_scale, at_least=0),
+            "encoding": check_instance("encoding", self.encoding, Encoding),
             "val_fraction": check_real("val fraction", self.val_fraction, above=0, below=1),
             "seed": check_integer("seed", self.seed, 0, 2**63 - 1),
             "device": check_choice("device", self.device, DEVICES),
@@ -76,8 +75,22 @@ class TrainConfig:
 
     @property
     def architecture(self) -> Architecture:
-        return Architecture(self.hidden_size, self.hidden_layers, self.encoding, self.fourier_features,
-                            self.fourier_scale)
+        return Architecture(self.hidden_size, self.hidden_layers, self.encoding.name, self.encoding.options())
+
+    def to_dict(self) -> dict:
+        """The options as plain values, as checkpoints record them: the encoding as its name and its options
+        prefixed with it (``"encoding": "fourier", "fourier_features": 32``), as in the architecture's record."""
+        record = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "encoding"}
+        return {**record, **self.architecture.to_dict()}
+
+    @classmethod
+    def from_dict(cls, data: dict) -> TrainConfig:
+        """Rebuild from :meth:`to_dict` output (format 1's too); ``ValueError`` or ``InputError`` naming an
+        unknown or bad field."""
+        own = {f.name for f in fields(cls)} - {"hidden_size", "hidden_layers", "encoding"}
+        arch = Architecture.from_dict({key: value for key, value in data.items() if key not in own})
+        return cls(**{key: value for key, value in data.items() if key in own}, hidden_size=arch.hidden_size,
+                   hidden_layers=arch.hidden_layers, encoding=make_encoding(arch.encoding, arch.encoding_options))
 
 
 @dataclass(frozen=True)
@@ -101,11 +114,16 @@ class SamplingConfig:
 
 
 def training_records(values: dict) -> tuple[TrainConfig, SamplingConfig]:
-    """The training and sampling records from a command's option values; the Fourier options count only
-    with ``--encoding fourier`` (their command-line defaults describe no network without it)."""
-    if getattr(values.get("encoding"), "value", values.get("encoding")) != "fourier":   # an Enum member
-        values = {**values, "fourier_features": 0, "fourier_scale": 0.0}
-    return make_record(TrainConfig, values), make_record(SamplingConfig, values)
+    """The training and sampling records from a command's option values (see :func:`encoding_options`); only
+    the chosen encoding's options count."""
+    kind = ENCODINGS[getattr(values["encoding"], "value", values["encoding"])]      # an Enum member from typer
+    return make_record(TrainConfig, values, encoding=make_record(kind, values)), make_record(SamplingConfig, values)
+
+
+def encoding_options() -> tuple[type, ...]:
+    """The registered encodings' records, whose options ``occ-train`` and ``occ-batch`` take as
+    ``--NAME-OPTION`` (:func:`~occnet.runtime.options.with_options`)."""
+    return tuple(ENCODINGS.values())
 
 
 TRAIN_DEFAULTS = TrainConfig()

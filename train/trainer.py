@@ -207,8 +207,8 @@ def _fit(data: PointSet, config: TrainConfig, files: RunFiles, device: torch.dev
     if resume:
         first_epoch = _restore(files.last, config, data, model, optimizer, scheduler, shuffler, history)
 
-    record = {"config": asdict(config), "data_source": data.source, "data_sha256": data.sha256,
-              "architecture": asdict(config.architecture), "bounds_min": list(data.bounds_min),
+    record = {"config": config.to_dict(), "data_source": data.source, "data_sha256": data.sha256,
+              "architecture": config.architecture.to_dict(), "bounds_min": list(data.bounds_min),
               "bounds_max": list(data.bounds_max), "origin": list(origin), "versions": versions(),
               **({"time_budget": budget} if budget is not None else {}), **(extra or {})}
     # a resumed run whose best.pt is gone writes a new one at its next epoch
@@ -322,8 +322,8 @@ def run_options(run_dir: Path) -> dict:
     ``data_path`` (None for the demo), so that ``--resume`` needs nothing but the folder."""
     state = load_checkpoint(RunFiles.in_folder(run_dir).last).state
     try:
-        config = TrainConfig(**state["config"])
-    except (KeyError, TypeError) as exc:
+        config = TrainConfig.from_dict(state["config"])
+    except (KeyError, TypeError, ValueError, InputError) as exc:
         raise CheckpointError(f"{run_dir}/last.pt: does not record its training options ({exc})") from None
     return {"config": config, "sampling": state.get("sampling", {}), "data_path": state.get("data_path")}
 
@@ -351,7 +351,7 @@ def _restore(path: Path, config: TrainConfig, data: PointSet, model, optimizer, 
     state = load_checkpoint(path).state
     if "optimizer" not in state:
         raise CheckpointError(f"{path}: has no optimiser state to resume from")
-    if TrainConfig(**{**state["config"], "epochs": config.epochs}) != config:
+    if TrainConfig.from_dict({**state["config"], "epochs": config.epochs}) != config:
         raise InputError(f"{path}: was trained with other options; resume with the same ones")
     if config.epochs <= state["epoch"]:
         raise InputError(f"{path}: the run has finished {state['epoch']} epochs already; --epochs must be "
