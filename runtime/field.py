@@ -251,7 +251,8 @@ class BrickStorage:
 
     def grid_index(self, rows: np.ndarray, local: np.ndarray) -> np.ndarray:
         """Grid indices ``(M, 3)`` of samples at ``local (M, 3)`` in bricks ``rows (M,)``."""
-        return np.take(self.bricks, rows, axis=0) * BRICK + local - 1         # take: faster than [rows] on rows
+        # padded index BRICK * brick + local, less the pad's 1 (np.take: faster than [rows] on rows)
+        return np.take(self.bricks, rows, axis=0) * BRICK + local - 1
 
     def blocks(self, level: float) -> Iterator[Block]:
         """The allocated bricks; a brick owns all of its cells (neighbours share samples, not cells)."""
@@ -321,7 +322,7 @@ def adaptive_field(fn: LogitFn, grid: Grid, level: float, batch_size: int, progr
     padded = np.stack(np.meshgrid(*(BRICK * np.arange(m) for m in lattice_shape), indexing="ij"), axis=-1)
     lattice = np.full(lattice_shape, level - PAD_DEPTH, np.float32)
     real = np.all((padded >= 1) & (padded <= n), axis=-1)
-    lattice[real] = evaluate(padded[real] - 1)
+    lattice[real] = evaluate(padded[real] - 1)                 # padded index p is grid index p - 1
     edges = _crossing_edges(lattice[None], level)
     surface = _surface_slopes(lattice[None], np.full((1, 3), -1), BRICK, edges, evaluate, level)
     slopes = _steeper(surface, _lattice_slopes(lattice[None], edges, BRICK * spacing, level))
@@ -441,7 +442,7 @@ def _cell_corners(storage: BrickStorage, index: tuple[np.ndarray, ...], side: in
     arrays): the flat index of each one's lowest corner in the storage, ``(M,) int64``, and its 8 corner values,
     ``(8, M) float32`` (long rows for numpy's loops)."""
     row, i, j, k = index
-    base = row * SIZE**3 + side * ((i * SIZE + j) * SIZE + k)
+    base = row * SIZE**3 + side * ((i * SIZE + j) * SIZE + k)     # sample (side*i, side*j, side*k), C order
     return base, storage.values.reshape(-1)[side * CORNERS_FLAT[:, None] + base]
 
 
