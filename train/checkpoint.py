@@ -23,6 +23,9 @@ from occnet.train.model import OccNet
 
 FORMAT = "occnet.checkpoint"
 VERSION = 1
+LEGACY_MAGIC = b"\x8a\nl\xfc\x9cF\xf9 j\xa8P\x19"
+"""How a file in PyTorch's pre-1.6 format begins, within its first bytes: the pickled magic number
+0x1950a86a20f9469cfc6c, which ``torch.load`` checks only after unpickling whatever comes first."""
 
 
 class CheckpointError(InputError):
@@ -95,23 +98,40 @@ def save_checkpoint(path: Path, state: dict) -> None:
     write_bytes_atomic(Path(path), buffer.getvalue())
 
 
-def load_checkpoint(path: Path) -> Checkpoint:
-    """Read and validate a checkpoint; raises :class:`CheckpointError` naming what is wrong."""
+def read_torch_file(path: Path, legacy: bool = False, allowed: tuple = ()) -> object:
+    """What ``torch.save`` wrote to ``path``, read safely: ``weights_only`` (no code from the file runs; the
+    globals in ``allowed``, in ``torch.serialization.safe_globals``' form, are the only classes it may name),
+    tensors mapped to the CPU wherever they were saved, zip archives' declared sizes checked before inflating.
+    ``legacy``: PyTorch's pre-1.6 format (not a zip archive) is read too. :class:`CheckpointError` naming what
+    is wrong."""
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"checkpoint not found: {path}")
-    if not zipfile.is_zipfile(path):
+    if zipfile.is_zipfile(path):
+        check_archive_sizes(path, "tensors")
+    elif not legacy:
         raise CheckpointError(f"{path}: not a PyTorch checkpoint (not the zip archive torch.save writes)")
-    check_archive_sizes(path, "tensors")
+    else:
+        with open(path, "rb") as handle:
+            if LEGACY_MAGIC not in handle.read(32):
+                raise CheckpointError(f"{path}: not a PyTorch checkpoint (neither a zip archive nor the format "
+                                      "before PyTorch 1.6)")
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        with torch.serialization.safe_globals(list(allowed)):
+            return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
         found = re.search(r"Unsupported global: GLOBAL [\w.]+|Unsupported operand \d+", str(exc))
         blocked = found[0] if found else "unsafe pickle"
         raise CheckpointError(f"{path}: refused: it holds objects that safe (weights_only) loading does "
                               f"not allow, so it could run code ({blocked})") from None
-    except (RuntimeError, EOFError, OSError, ValueError, zipfile.BadZipFile) as exc:
+    except (RuntimeError, EOFError, OSError, ValueError, KeyError, zipfile.BadZipFile) as exc:
         raise CheckpointError(f"{path}: not a PyTorch checkpoint ({type(exc).__name__})") from None
+
+
+def load_checkpoint(path: Path) -> Checkpoint:
+    """Read and validate a checkpoint; raises :class:`CheckpointError` naming what is wrong."""
+    path = Path(path)
+    state = read_torch_file(path)
     if not isinstance(state, dict) or state.get("format") != FORMAT:
         raise CheckpointError(f"{path}: not an occnet checkpoint (no '{FORMAT}' tag)")
     version = state.get("version")
