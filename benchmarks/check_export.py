@@ -15,7 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
-from occnet.export.onnx_export import ERROR_FACTOR, Agreement, compare
+from occnet.export.exporter import ERROR_FACTOR, Agreement
+from occnet.export.onnx_export import compare
 from occnet.runtime.session import OccupancyModel
 from occnet.train.checkpoint import load_checkpoint
 

@@ -14,17 +14,21 @@ export_app = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
 
 @export_app.command()
 def occ_export(
-    checkpoint: Annotated[Path, typer.Argument(help="Checkpoint from occ-train (best.pt).")],
+    checkpoint: Annotated[Path, typer.Argument(help="Checkpoint from occ-train (best.pt), or ONet's "
+                          "(model_best.pt: its point-cloud or voxel model).")],
     output: Annotated[Path, typer.Argument(help="ONNX file to write.")],
+    config: Annotated[Optional[Path], typer.Option(help="ONet's YAML config of the checkpoint (checked against "
+                      "its weights; gives the threshold and the cloud's size).")] = None,
     opset: Annotated[Optional[int], typer.Option(help="ONNX opset; default: the exporter's.")] = None,
     verify: Annotated[bool, typer.Option(help="Check onnxruntime against the network in float64 (as good as "
                       "PyTorch float32, same inside/outside).")]
     = True,
 ) -> None:
     """Export a checkpoint to ONNX with its bounds, architecture and metrics as metadata."""
-    from occnet.export.onnx_export import ERROR_FACTOR, export_checkpoint
+    from occnet.export.exporter import ERROR_FACTOR
+    from occnet.export.onnx_export import export_checkpoint
 
-    report = export_checkpoint(checkpoint, output, opset, verify)
+    report = export_checkpoint(checkpoint, output, opset, verify, config=config)
     if report.replaced:
         typer.echo(f"note: replaced the existing {output}", err=True)
     if report.warning:

@@ -13,9 +13,17 @@ from importlib.metadata import PackageNotFoundError, version
 
 from occnet.runtime.errors import ModelError
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+"""Format 2 adds conditional models (``occnet.condition``, ``occnet.encoder``); unconditional models are written
+as format 1, which they still are, so that older runtimes read them."""
+UNCONDITIONAL_FORMAT = 1
 INPUT_NAME = "points"
 OUTPUT_NAME = "logits"
+CODE_NAME = "code"
+"""A conditional model's second input and its encoder's output: the per-shape code ``[rows, width]`` float32."""
+OBSERVATION_NAME = "observation"
+"""A conditional model's encoder input: a point cloud ``[T, 3]`` or a voxel grid ``[R, R, R]``, float32."""
+OBSERVATIONS = ("pointcloud", "voxels")
 DEVICES = ("auto", "cpu", "cuda")
 """Where the commands run: ``auto`` takes CUDA when it is there and says when it falls back."""
 
@@ -31,11 +39,15 @@ class MetaKey:
     CHECKPOINT_SHA256 = "occnet.checkpoint_sha256"
     PRODUCER = "occnet.producer"
     ORIGIN = "occnet.origin"
+    CONDITION = "occnet.condition"
+    ENCODER = "occnet.encoder"
 
 
 LIMITS = {"hidden_size": 1024, "hidden_layers": 32}
 """Upper bounds of the architecture's integer fields: far above any useful occupancy MLP, far below sizes
 that would exhaust memory when a crafted file asks for them."""
+OBSERVATION_LIMITS = {"points": 1 << 20, "resolution": 256}
+"""Largest cloud a conditional model may expect and largest voxel grid it may read, per side."""
 FORMAT1_FIELDS = {"fourier_features": 0, "fourier_scale": 0.0}
 """Fields format 1 wrote for every model, zero where the encoding was not Fourier's; read and dropped."""
 MAX_COORDINATE = 1e30
@@ -107,44 +119,116 @@ class Architecture:
 
 
 @dataclass(frozen=True)
+class Condition:
+    """What a conditional model f(p, x) is conditioned on, and how it is meshed.
+
+    ``observation``: ``pointcloud`` (``points``: how many a cloud is expected to hold, as the model was
+    trained; more are subsampled) or ``voxels`` (``resolution`` per side; voxel ``i`` along an axis is centred
+    at ``(i + 0.5) / resolution - 0.5`` in the model's frame, indexed ``[x, y, z]``, as ONet's grids are).
+    ``code_shape``: the per-shape code the encoder graph (``occnet.encoder``: a serialized ONNX model, base64)
+    computes from an observation once, and the per-point graph reads beside the points. ``threshold``: the
+    probability meshed by default. ``network``: the architecture's names and sizes, for people and tools."""
+
+    observation: str
+    code_shape: tuple[int, int]
+    threshold: float
+    points: int = 0
+    resolution: int = 0
+    network: dict = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.observation not in OBSERVATIONS:
+            raise ValueError(f"unknown observation {self.observation!r}; expected one of {OBSERVATIONS}")
+        shape = tuple(self.code_shape)
+        if len(shape) != 2 or not all(_count(v, 1, 1 << 20) for v in shape):
+            raise ValueError(f"code_shape must be two positive integers, got {self.code_shape!r}")
+        object.__setattr__(self, "code_shape", shape)
+        if isinstance(self.threshold, bool) or not isinstance(self.threshold, (int, float)) \
+                or not 0 < self.threshold < 1:
+            raise ValueError(f"threshold must be a probability between 0 and 1, got {self.threshold!r}")
+        wanted = ("points", self.points) if self.observation == "pointcloud" else ("resolution", self.resolution)
+        if not _count(wanted[1], 1, OBSERVATION_LIMITS[wanted[0]]):
+            raise ValueError(f"{self.observation} needs {wanted[0]} in 1..{OBSERVATION_LIMITS[wanted[0]]}, "
+                             f"got {wanted[1]!r}")
+        if not isinstance(self.network, dict):
+            raise ValueError("network is not a mapping")
+
+    def to_json(self) -> str:
+        return json.dumps({"observation": self.observation, "code_shape": list(self.code_shape),
+                           "threshold": self.threshold, "points": self.points, "resolution": self.resolution,
+                           "network": self.network}, sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> Condition:
+        data = json.loads(text)
+        if not isinstance(data, dict):
+            raise ValueError("condition is not a mapping")
+        unknown = set(data) - set(cls.__dataclass_fields__)
+        if unknown:
+            raise ValueError(f"unknown condition fields {sorted(unknown)}")
+        return cls(**data)
+
+
+def _count(value, low: int, high: int) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and low <= value <= high
+
+
+@dataclass(frozen=True)
 class ModelInfo:
     """Everything the metadata of an occnet ONNX model says. Bounds and ``origin`` are world coordinates
-    (float64); the network's input is points relative to ``origin`` (0 for models that do not record one)."""
+    (float64); the network's input is points relative to ``origin`` (0 for models that do not record one).
+    An unconditional model f(p) has an ``architecture``; a conditional one f(p, x) a ``condition`` instead.
+    ``format_version`` defaults to the oldest format that holds the model."""
 
     bounds_min: tuple[float, float, float]
     bounds_max: tuple[float, float, float]
-    architecture: Architecture
+    architecture: Architecture | None
     metrics: dict = field(default_factory=dict)
     checkpoint_sha256: str = ""
     producer: dict = field(default_factory=dict)
-    format_version: int = FORMAT_VERSION
+    format_version: int | None = None
     origin: tuple[float, float, float] = (0.0, 0.0, 0.0)
+    condition: Condition | None = None
+
+    def __post_init__(self) -> None:
+        if (self.architecture is None) == (self.condition is None):
+            raise ValueError("a model has either an architecture (f(p)) or a condition (f(p, x))")
+        if self.format_version is None:
+            object.__setattr__(self, "format_version", UNCONDITIONAL_FORMAT if self.condition is None
+                               else FORMAT_VERSION)
 
     def to_metadata(self) -> dict[str, str]:
-        """Metadata props as strings, ready for ``onnx.helper.set_model_props``."""
-        return {
+        """Metadata props as strings, ready for ``onnx.helper.set_model_props`` (a conditional model's encoder
+        graph, ``occnet.encoder``, is added by the exporter)."""
+        props = {
             MetaKey.FORMAT_VERSION: str(self.format_version),
             MetaKey.BOUNDS_MIN: json.dumps(list(self.bounds_min)),
             MetaKey.BOUNDS_MAX: json.dumps(list(self.bounds_max)),
-            MetaKey.ARCHITECTURE: json.dumps(self.architecture.to_dict(), sort_keys=True),
             MetaKey.METRICS: json.dumps(self.metrics, sort_keys=True, allow_nan=False),   # strict JSON
             MetaKey.CHECKPOINT_SHA256: self.checkpoint_sha256,
             MetaKey.PRODUCER: json.dumps(self.producer, sort_keys=True),
             MetaKey.ORIGIN: json.dumps(list(self.origin)),       # repr of a float64: exact round trip
         }
+        if self.architecture is not None:
+            props[MetaKey.ARCHITECTURE] = json.dumps(self.architecture.to_dict(), sort_keys=True)
+        if self.condition is not None:
+            props[MetaKey.CONDITION] = self.condition.to_json()
+        return props
 
     @classmethod
     def from_metadata(cls, props: dict[str, str]) -> ModelInfo:
         """Parse and validate metadata props; raises :class:`ModelError` naming what is wrong."""
+        conditional = MetaKey.CONDITION in props
         missing = [k for k in (MetaKey.FORMAT_VERSION, MetaKey.BOUNDS_MIN, MetaKey.BOUNDS_MAX,
-                               MetaKey.ARCHITECTURE) if k not in props]
+                               MetaKey.ENCODER if conditional else MetaKey.ARCHITECTURE) if k not in props]
         if missing:
             raise ModelError(f"not an occnet model: metadata lacks {', '.join(missing)}")
         try:
             version = int(props[MetaKey.FORMAT_VERSION])
             lo = _vector(json.loads(props[MetaKey.BOUNDS_MIN]))
             hi = _vector(json.loads(props[MetaKey.BOUNDS_MAX]))
-            arch = Architecture.from_dict(json.loads(props[MetaKey.ARCHITECTURE]))
+            arch = None if conditional else Architecture.from_dict(json.loads(props[MetaKey.ARCHITECTURE]))
+            condition = Condition.from_json(props[MetaKey.CONDITION]) if conditional else None
             metrics = json.loads(props.get(MetaKey.METRICS, "{}"))
             producer = json.loads(props.get(MetaKey.PRODUCER, "{}"))
             origin = _vector(json.loads(props.get(MetaKey.ORIGIN, "[0, 0, 0]")))
@@ -159,7 +243,8 @@ class ModelInfo:
             check_bounds(lo, hi, origin)
         except ValueError as exc:
             raise ModelError(f"model bounds: {exc}") from None
-        return cls(lo, hi, arch, metrics, props.get(MetaKey.CHECKPOINT_SHA256, ""), producer, version, origin)
+        return cls(lo, hi, arch, metrics, props.get(MetaKey.CHECKPOINT_SHA256, ""), producer, version, origin,
+                   condition)
 
 
 def check_bounds(lo, hi, origin=(0.0, 0.0, 0.0)) -> None:

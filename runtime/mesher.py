@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 
 import trimesh
 
@@ -11,8 +11,8 @@ from occnet.runtime.errors import ResourceError
 from occnet.runtime.field import LogitFn, Progress, adaptive_field, dense_field
 from occnet.runtime.grid import Grid
 from occnet.runtime.machine import available_memory
-from occnet.runtime.session import OccupancyModel
-from occnet.runtime.settings import MIN_RESOLUTION, MeshSettings, probability_to_logit
+from occnet.runtime.session import ConditionedModel, OccupancyModel
+from occnet.runtime.settings import DEFAULT_THRESHOLD, MIN_RESOLUTION, MeshSettings, probability_to_logit
 from occnet.runtime.surface import drop_specks, filter_components, is_closed, surface_arrays
 
 SPECK_CELLS = 2
@@ -88,7 +88,7 @@ def mesh_field(fn: LogitFn, bounds_min, bounds_max, settings: MeshSettings = Mes
     """Mesh the ``threshold`` surface of any logit function over the box (world coordinates)."""
     start = time.perf_counter()
     grid = plan_grid(bounds_min, bounds_max, settings)
-    level = probability_to_logit(settings.threshold)
+    level = probability_to_logit(DEFAULT_THRESHOLD if settings.threshold is None else settings.threshold)
     if settings.method == "dense":
         field = dense_field(fn, grid, settings.batch_size, progress)
     else:
@@ -108,8 +108,11 @@ def mesh_field(fn: LogitFn, bounds_min, bounds_max, settings: MeshSettings = Mes
     return mesh, stats
 
 
-def mesh_model(model: OccupancyModel, settings: MeshSettings = MeshSettings(),
+def mesh_model(model: OccupancyModel | ConditionedModel, settings: MeshSettings = MeshSettings(),
                progress: Progress | None = None) -> tuple[trimesh.Trimesh, MeshStats]:
-    """Mesh an occnet ONNX model over the box its metadata records."""
+    """Mesh an occnet ONNX model over the box its metadata records, at its threshold unless ``settings`` give
+    one; a conditional model with its observation given (:meth:`OccupancyModel.given`)."""
+    if settings.threshold is None and model.info.condition is not None:
+        settings = replace(settings, threshold=model.info.condition.threshold)
     return mesh_field(model.logits, model.info.bounds_min, model.info.bounds_max, settings,
                       model.provider, progress)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import os
 import threading
 from pathlib import Path
@@ -10,7 +11,16 @@ import numpy as np
 import onnxruntime as ort
 
 from occnet.runtime.checks import check_integer
-from occnet.runtime.contract import DEVICES, INPUT_NAME, OUTPUT_NAME, ModelInfo
+from occnet.runtime.contract import (
+    CODE_NAME,
+    DEVICES,
+    INPUT_NAME,
+    OBSERVATION_NAME,
+    OUTPUT_NAME,
+    Condition,
+    MetaKey,
+    ModelInfo,
+)
 from occnet.runtime.errors import DeviceError, InputError, ModelError, first_line
 from occnet.runtime.graph import CONTROL_FLOW, op_types
 from occnet.runtime.machine import available_cores
@@ -45,14 +55,25 @@ class OccupancyModel:
         if not self.path.is_file():
             raise InputError(f"model file not found: {self.path}")
         self.fallback: str | None = None
-        self._check_graph()                           # before onnxruntime builds a session for a graph refused
-        self._session = self._open(device, threads)
+        self._check_graph(self.path.read_bytes, str(self.path))   # before onnxruntime builds a session for it
+        self._session = self._open(_model_source(self.path), device, threads)
         self.provider: str = self._session.get_providers()[0]
-        self._check_signature()
         props = self._session.get_modelmeta().custom_metadata_map
         self.info: ModelInfo = ModelInfo.from_metadata(props)
+        self._encoder = self._open_encoder(props[MetaKey.ENCODER], threads) if self.info.condition else None
+        self._check_signature()
 
-    def _open(self, device: str, threads: int) -> ort.InferenceSession:
+    def _open_encoder(self, text: str, threads: int) -> ort.InferenceSession:
+        """The encoder graph a conditional model carries in its metadata, on the device of the model's own."""
+        try:
+            data = base64.b64decode(text, validate=True)
+        except ValueError:
+            raise ModelError(f"{self.path}: its encoder graph (metadata {MetaKey.ENCODER}) is not base64") from None
+        self._check_graph(lambda: data, f"{self.path}: its encoder graph")
+        device = "cuda" if self.provider == CUDA else "cpu"
+        return self._open(data, device, threads, what=f"{self.path}: its encoder graph")
+
+    def _open(self, source: str | bytes, device: str, threads: int, what: str = "") -> ort.InferenceSession:
         options = ort.SessionOptions()
         options.intra_op_num_threads = threads or available_cores()
         options.inter_op_num_threads = 1
@@ -65,9 +86,9 @@ class OccupancyModel:
                               "(install onnxruntime-gpu on a machine with an NVIDIA GPU)")
         providers = [CUDA, CPU] if want_cuda else [CPU]
         try:
-            session = ort.InferenceSession(_model_source(self.path), options, providers=providers)
+            session = ort.InferenceSession(source, options, providers=providers)
         except Exception as exc:  # onnxruntime raises its own untyped errors for unreadable models
-            raise ModelError(f"{self.path} is not a usable ONNX model: {first_line(exc, 300)}") from None
+            raise ModelError(f"{what or self.path} is not a usable ONNX model: {first_line(exc, 300)}") from None
         if want_cuda and session.get_providers()[0] != CUDA:
             if device == "cuda":
                 raise DeviceError("--device cuda: the CUDA provider failed to start (no GPU or "
@@ -77,9 +98,11 @@ class OccupancyModel:
 
     def _check_signature(self) -> None:
         inputs, outputs = self._session.get_inputs(), self._session.get_outputs()
-        if len(inputs) != 1 or inputs[0].name != INPUT_NAME:
-            names = [i.name for i in inputs]
-            raise ModelError(f"model must have one input {INPUT_NAME!r}, has {names}")
+        wanted = [INPUT_NAME, CODE_NAME] if self.info.condition else [INPUT_NAME]
+        if [i.name for i in inputs] != wanted:
+            raise ModelError(f"model must have the inputs {wanted}, has {[i.name for i in inputs]}")
+        if self.info.condition:
+            self._check_encoder(inputs[1])
         shape = inputs[0].shape
         if inputs[0].type != "tensor(float)" or len(shape) != 2 or shape[1] != 3 or isinstance(shape[0], int):
             raise ModelError(f"input {INPUT_NAME!r} must be float32 [N, 3] with dynamic N, "
@@ -90,19 +113,57 @@ class OccupancyModel:
             raise ModelError(f"output {OUTPUT_NAME!r} must be float32 [N], is {outputs[0].type} "
                              f"{outputs[0].shape}")
 
-    def _check_graph(self) -> None:
+    def _check_encoder(self, code_input) -> None:
+        """The encoder graph reads one observation and writes the code the per-point graph reads."""
+        condition = self.info.condition
+        inputs, outputs = self._encoder.get_inputs(), self._encoder.get_outputs()
+        rank = 2 if condition.observation == "pointcloud" else 3
+        if [i.name for i in inputs] != [OBSERVATION_NAME] or len(inputs[0].shape) != rank:
+            raise ModelError(f"{self.path}: its encoder graph must read one {OBSERVATION_NAME!r} of rank {rank}, "
+                             f"reads {[(i.name, i.shape) for i in inputs]}")
+        code = list(condition.code_shape)
+        if [o.name for o in outputs] != [CODE_NAME] or outputs[0].shape != code or code_input.shape != code:
+            raise ModelError(f"{self.path}: its encoder graph must write the {CODE_NAME!r} {code} its per-point "
+                             f"graph reads; writes {[(o.name, o.shape) for o in outputs]}, read as "
+                             f"{code_input.shape}")
+
+    def _check_graph(self, read, what: str) -> None:
         try:
-            found = sorted(op_types(self.path.read_bytes()) & set(CONTROL_FLOW))
+            found = sorted(op_types(read()) & set(CONTROL_FLOW))
         except (OSError, ValueError) as exc:
-            raise ModelError(f"{self.path} is not a usable ONNX model: {exc}") from None
+            raise ModelError(f"{what} is not a usable ONNX model: {exc}") from None
         if found:
-            raise ModelError(f"{self.path}: holds {', '.join(found)} nodes; an occnet model is a feed-forward "
+            raise ModelError(f"{what}: holds {', '.join(found)} nodes; an occnet model is a feed-forward "
                              "network without control flow (a Loop may never end)")
 
     def logits(self, points: np.ndarray) -> np.ndarray:
         """Occupancy logits of world-coordinate points: ``(N, 3) float64 (or float32) -> (N,) float32``, one
         run. The model's ``origin`` is subtracted in float64 before the network's float32, so coordinates far
-        from zero keep their precision."""
+        from zero keep their precision. A conditional model needs an observation first (:meth:`given`)."""
+        if self.info.condition is not None:
+            raise InputError(f"{self.path} is a conditional model: it reconstructs a shape from an observation "
+                             f"(a {self.info.condition.observation}); give one (occ-mesh --input, or "
+                             "model.given(observation))")
+        return self._logits(points, {})
+
+    def given(self, observation: np.ndarray) -> ConditionedModel:
+        """This conditional model with ``observation`` encoded (once): a point cloud ``(T, 3)`` in the model's
+        frame (more points than the model was trained on are subsampled, by a fixed seed) or a voxel grid
+        ``(R, R, R)`` of 0/1 or bools indexed ``[x, y, z]`` (see :class:`~occnet.runtime.contract.Condition`)."""
+        condition = self.info.condition
+        if condition is None:
+            raise InputError(f"{self.path} is not a conditional model: it holds one shape and takes no observation")
+        observation = check_observation(observation, condition)
+        try:
+            code = self._run(self._encoder, CODE_NAME, {OBSERVATION_NAME: observation})
+        except Exception as exc:  # onnxruntime's untyped run-time errors
+            raise ModelError(f"{self.path}: onnxruntime failed to encode the observation: "
+                             f"{first_line(exc, 300)}") from None
+        if not np.all(np.isfinite(code)):
+            raise ModelError(f"{self.path}: the encoder returned NaN or infinite values for this observation")
+        return ConditionedModel(self, code)
+
+    def _logits(self, points: np.ndarray, feeds: dict[str, np.ndarray]) -> np.ndarray:
         points = np.asarray(points)
         if points.ndim != 2 or points.shape[1] != 3:
             raise InputError(f"points must have shape (N, 3), got {points.shape}")
@@ -114,7 +175,7 @@ class OccupancyModel:
         if len(points) == 0:
             return np.zeros(0, np.float32)
         try:
-            logits = self._run(points)
+            logits = self._run(self._session, OUTPUT_NAME, {INPUT_NAME: points, **feeds})
         except Exception as exc:  # onnxruntime's untyped run-time errors: a shape, a kernel, an allocation
             raise ModelError(f"{self.path}: onnxruntime failed to evaluate the model on {len(points):,} points: "
                              f"{first_line(exc, 300)}") from None
@@ -127,7 +188,8 @@ class OccupancyModel:
         return logits
 
 
-    def _run(self, points: np.ndarray) -> np.ndarray:
+    @staticmethod
+    def _run(session: ort.InferenceSession, output: str, feeds: dict[str, np.ndarray]) -> np.ndarray:
         """One onnxruntime run, on a thread of its own so that it can be stopped: Python raises Ctrl-C and
         SIGTERM in the main thread between bytecodes, never inside a C call, so a run on the main thread ran
         to its end (a crafted graph's, never). The main thread waits; an interrupt there sets the run's
@@ -139,7 +201,7 @@ class OccupancyModel:
 
         def run() -> None:
             try:
-                outcome.append(self._session.run([OUTPUT_NAME], {INPUT_NAME: points}, options)[0])
+                outcome.append(session.run([output], feeds, options)[0])
             except Exception as exc:                  # handed to the caller's thread
                 outcome.append(exc)
 
@@ -154,6 +216,48 @@ class OccupancyModel:
         if isinstance(outcome[0], Exception):
             raise outcome[0]
         return outcome[0]
+
+
+class ConditionedModel:
+    """A conditional model with one observation encoded: :meth:`logits` as an unconditional model's, so the
+    meshing API (:func:`~occnet.runtime.mesher.mesh_model`) takes it as it takes one."""
+
+    def __init__(self, model: OccupancyModel, code: np.ndarray) -> None:
+        self.model, self.code = model, code
+        self.info, self.provider, self.path = model.info, model.provider, model.path
+
+    def logits(self, points: np.ndarray) -> np.ndarray:
+        """As :meth:`OccupancyModel.logits`, for the shape of the observation given."""
+        return self.model._logits(points, {CODE_NAME: self.code})
+
+
+def check_observation(observation: np.ndarray, condition: Condition) -> np.ndarray:
+    """``observation`` as the encoder reads it (float32, contiguous), checked against ``condition``; a cloud of
+    more points than the model was trained on subsampled to that many, by a fixed seed."""
+    observation = np.asarray(observation)
+    if observation.dtype.kind not in "biuf":
+        raise InputError(f"an observation must be numbers, got dtype {observation.dtype}")
+    given = "pointcloud" if observation.ndim == 2 else "voxels" if observation.ndim == 3 else None
+    if given is not None and given != condition.observation:
+        wanted = (f"voxel grids ({condition.resolution}^3)" if condition.observation == "voxels" else
+                  "point clouds")
+        raise InputError(f"this model reconstructs shapes from {wanted}, not from a "
+                         f"{'point cloud' if given == 'pointcloud' else 'voxel grid'}")
+    if condition.observation == "pointcloud":
+        if observation.ndim != 2 or observation.shape[1] != 3 or len(observation) == 0:
+            raise InputError(f"a point cloud must have shape (T, 3) with T >= 1, got {observation.shape}")
+        if not np.all(np.isfinite(observation)):
+            raise InputError("a point cloud must be finite; it holds NaN or infinite coordinates")
+        if len(observation) > condition.points:
+            keep = np.random.default_rng(0).choice(len(observation), condition.points, replace=False)
+            observation = observation[np.sort(keep)]
+    else:
+        side = condition.resolution
+        if observation.shape != (side,) * 3:
+            raise InputError(f"a voxel grid must have shape ({side}, {side}, {side}), got {observation.shape}")
+        if not np.all((observation == 0) | (observation == 1)):
+            raise InputError("a voxel grid must hold occupancies 0 and 1 (or booleans)")
+    return np.ascontiguousarray(observation, dtype=np.float32)
 
 
 def _model_source(path: Path) -> str | bytes:

@@ -14,6 +14,8 @@ MESH_FORMATS = {".ply": "ply", ".obj": "obj", ".stl": "stl", ".glb": "glb", ".of
 """Mesh file suffixes occnet reads and writes, and trimesh's name for each."""
 MIN_RESOLUTION = 2
 """Fewest samples along the box's longest side: two, the box's own corners."""
+DEFAULT_THRESHOLD = 0.5
+"""The probability meshed where neither the settings nor the model say: even odds."""
 METHODS = ("adaptive", "dense")
 """``adaptive``: coarse-to-fine narrow band (default); ``dense``: every grid point (the reference)."""
 
@@ -27,21 +29,24 @@ def probability_to_logit(threshold: float) -> float:
 
 @dataclass(frozen=True)
 class MeshSettings:
-    """How to turn a field into a mesh. ``threshold`` is an occupancy probability; ``largest_only`` and
-    ``min_faces`` drop small components after marching cubes."""
+    """How to turn a field into a mesh. ``threshold`` is an occupancy probability (None: the model's, which is
+    :data:`DEFAULT_THRESHOLD` unless a conditional model records its own); ``largest_only`` and ``min_faces``
+    drop small components after marching cubes."""
 
     resolution: int = option(256, "Grid samples along the box's longest side.")
     method: str = option("adaptive", "adaptive (coarse-to-fine) or dense (every point).", choices=METHODS)
-    threshold: float = option(0.5, "Occupancy probability of the surface, in (0, 1).")
+    threshold: float | None = option(None, "Occupancy probability of the surface, in (0, 1). Default: the "
+                                     "model's (0.5; a conditional model's own, ONet's 0.2).")
     batch_size: int = option(16384, "Points per onnxruntime call.")
     largest_only: bool = option(False, "Keep only the largest connected component.")
     min_faces: int = option(0, "Drop components with fewer faces.")
 
     def __post_init__(self) -> None:
-        probability_to_logit(self.threshold)
+        if self.threshold is not None:
+            probability_to_logit(self.threshold)
         checked = {"resolution": check_integer("resolution", self.resolution, MIN_RESOLUTION),
                    "method": check_choice("method", self.method, METHODS),
-                   "threshold": float(self.threshold),
+                   "threshold": None if self.threshold is None else float(self.threshold),
                    "batch_size": check_integer("batch size", self.batch_size, 1),
                    "largest_only": check_instance("largest only", self.largest_only, bool),
                    "min_faces": check_integer("min faces", self.min_faces, 0)}

@@ -11,15 +11,9 @@ import pytest
 import torch
 from conftest import ball_points, run_cli
 
-from occnet.export.onnx_export import (
-    ERROR_FACTOR,
-    ERROR_FLOOR,
-    ExportError,
-    export_checkpoint,
-    to_onnx,
-    verify_model,
-)
-from occnet.runtime.contract import FORMAT_VERSION, Architecture, MetaKey
+from occnet.export.exporter import ERROR_FACTOR, ERROR_FLOOR, ExportError
+from occnet.export.onnx_export import export_checkpoint, to_onnx, verify_model
+from occnet.runtime.contract import UNCONDITIONAL_FORMAT, Architecture, MetaKey
 from occnet.runtime.field import batched
 from occnet.runtime.session import OccupancyModel
 from occnet.train.checkpoint import load_checkpoint
@@ -29,7 +23,7 @@ from occnet.train.model import OccNet
 
 def test_export_carries_its_metadata(trained_run, trained_onnx):
     props = {p.key: p.value for p in onnx.load(trained_onnx).metadata_props}
-    assert props[MetaKey.FORMAT_VERSION] == str(FORMAT_VERSION)
+    assert props[MetaKey.FORMAT_VERSION] == str(UNCONDITIONAL_FORMAT)
     assert json.loads(props[MetaKey.BOUNDS_MIN]) == [-0.55] * 3
     assert json.loads(props[MetaKey.ARCHITECTURE])["hidden_size"] == 64
     best = load_checkpoint(trained_run / "best.pt")

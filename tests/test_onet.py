@@ -24,15 +24,22 @@ SMALL = {"pointnet_resnet": OnetArchitecture("pointnet_resnet", 32, 24, 40),
 
 
 def onet_model(arch: OnetArchitecture, seed: int = 0) -> ConditionalOccNet:
-    """A model whose every weight and batch-norm statistic is random (ONet's initialisation zeroes some)."""
-    generator = torch.Generator().manual_seed(seed)
+    """A model as training leaves one: PyTorch's initialisation, the weights ONet's initialisation zeroes (the
+    code's projections, each block's last layer) drawn like the others, and batch-norm statistics measured on
+    the activations of random observations and points, so that logits have the scale of a trained model's."""
+    torch.manual_seed(seed)
     model = ConditionalOccNet(arch)
     with torch.no_grad():
-        for name, tensor in model.state_dict().items():
-            if name.endswith("running_var"):
-                tensor.copy_(torch.rand(tensor.shape, generator=generator) + 0.5)
-            elif tensor.is_floating_point():
-                tensor.copy_(torch.randn(tensor.shape, generator=generator) * 0.2)
+        for name, tensor in model.named_parameters():
+            if "gamma" in name or "beta" in name or name.endswith("fc_1.weight"):
+                fan_in = tensor[0].numel()
+                tensor.copy_((torch.rand(tensor.shape) * 2 - 1) / fan_in ** 0.5 + (1.0 * ("gamma.bias" in name)))
+        for module in model.modules():
+            if isinstance(module, torch.nn.BatchNorm1d):
+                module.momentum = None                        # a cumulative average over the batches below
+        model.train()
+        for batch in range(4):
+            model(torch.rand(4, 256, 3) - 0.5, observation(arch, 4, seed=seed + batch))
     return model.eval()
 
 

@@ -43,7 +43,7 @@ def test_a_model_that_fits_loads_and_evaluates(tmp_path):
 
 
 @pytest.mark.parametrize("kwargs,match", [
-    ({"input_name": "x"}, "one input 'points'"),
+    ({"input_name": "x"}, r"must have the inputs \['points'\], has \['x'\]"),
     ({"output_name": "y"}, "one output 'logits'"),
     ({"in_dims": ("N", 4)}, r"\[N, 3\]"),
     ({"in_dims": (7, 3)}, "dynamic N"),

@@ -130,8 +130,11 @@ def read_torch_file(path: Path, legacy: bool = False, allowed: tuple = ()) -> ob
 
 def load_checkpoint(path: Path) -> Checkpoint:
     """Read and validate a checkpoint; raises :class:`CheckpointError` naming what is wrong."""
-    path = Path(path)
-    state = read_torch_file(path)
+    return checkpoint_from_state(Path(path), read_torch_file(path))
+
+
+def checkpoint_from_state(path: Path, state: object) -> Checkpoint:
+    """Validate ``state``, as loaded from ``path``, as an occnet checkpoint (see :func:`load_checkpoint`)."""
     if not isinstance(state, dict) or state.get("format") != FORMAT:
         raise CheckpointError(f"{path}: not an occnet checkpoint (no '{FORMAT}' tag)")
     version = state.get("version")
