@@ -7,6 +7,7 @@ PyTorch, evaluated on the same grid as ONet's generator does.
 
 import json
 import math
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -17,7 +18,7 @@ from test_cli import assert_clean_failure, listing
 from test_onet import SMALL, onet_bytes, onet_model, write_config
 
 from occnet.export.onnx_export import export_checkpoint
-from occnet.runtime import InputError, MeshSettings, OccupancyModel, mesh_model
+from occnet.runtime import Grid, InputError, MeshSettings, OccupancyModel, mesh_model
 from occnet.runtime.mesher import mesh_field
 from occnet.runtime.observation import load_observation
 
@@ -76,18 +77,34 @@ def test_the_file_describes_its_condition_and_carries_its_encoder(exported):
 @pytest.mark.parametrize("name", ["pointnet_resnet", "legacy", "voxel_simple"])
 def test_same_mesh_as_onets_own_model(exported, name):
     """Dense and adaptive, at a threshold the field crosses: the ONNX model given the observation meshes as
-    ONet's network in PyTorch does on the same grid."""
+    ONet's network in PyTorch does on the same grid. The two compute in float32 in different orders (within
+    the verified few 1e-6), so a grid sample that close to the level may fall on either side of it: faces
+    differ only around such samples (at most the 5 faces of each of the 8 cells a sample is a corner of)."""
     network, path = exported[name]
     observation = VOXELS if name == "voxel_simple" else CLOUD
     reference = torch_logits(network, observation)
     settings = MeshSettings(resolution=40, method="dense", threshold=middle_threshold(reference))
-    theirs, _ = mesh_field(reference, (-0.55,) * 3, (0.55,) * 3, settings)
     shaped = OccupancyModel(path, device="cpu").given(observation)
-    ours, _ = mesh_model(shaped, settings)
+    ours = assert_meshes_as(shaped, reference, settings)
     adaptive, _ = mesh_model(shaped, MeshSettings(resolution=40, threshold=settings.threshold))
-    assert len(theirs.faces) > 500
-    assert mesh_difference(ours, theirs, atol=1e-4) == (0, 0)
     assert mesh_difference(adaptive, ours) == (0, 0)
+
+
+def assert_meshes_as(shaped, reference, settings: MeshSettings) -> trimesh.Trimesh:
+    """``shaped`` (a model given its observation, at its own threshold unless ``settings`` name one) meshes as
+    the logit function ``reference`` does at ``settings``: its logits within 1e-5 on the grid and its faces
+    the same but around samples within that error of the level; returns its mesh."""
+    ours, _ = mesh_model(shaped, settings)
+    threshold = settings.threshold or shaped.info.condition.threshold
+    theirs, _ = mesh_field(reference, (-0.55,) * 3, (0.55,) * 3, replace(settings, threshold=threshold))
+    grid = Grid.from_bounds((-0.55,) * 3, (0.55,) * 3, settings.resolution)
+    samples = grid.points(np.arange(grid.num_points))
+    expected, got = reference(samples), shaped.logits(samples)
+    error = float(np.abs(got - expected).max())
+    undecided = int(np.count_nonzero(np.abs(expected - math.log(threshold / (1 - threshold))) <= error))
+    assert error < 1e-5 and len(theirs.faces) > 100
+    assert max(mesh_difference(ours, theirs, atol=1e-4)) <= 40 * undecided
+    return ours
 
 
 def test_the_config_sets_the_threshold_the_model_meshes_at_by_default(tmp_path):
@@ -105,10 +122,7 @@ def test_the_config_sets_the_threshold_the_model_meshes_at_by_default(tmp_path):
     assert result.returncode == 0, result.stderr
     model = OccupancyModel(tmp_path / "m.onnx", device="cpu")
     assert (model.info.condition.threshold, model.info.condition.points) == (threshold, 500)
-    at_default, _ = mesh_model(model.given(CLOUD), MeshSettings(resolution=24, method="dense"))
-    reference, _ = mesh_field(fn, (-0.55,) * 3, (0.55,) * 3,
-                              MeshSettings(resolution=24, method="dense", threshold=threshold))
-    assert mesh_difference(at_default, reference, atol=1e-4) == (0, 0) and len(reference.faces) > 100
+    assert_meshes_as(model.given(CLOUD), fn, MeshSettings(resolution=24, method="dense"))
 
 
 def test_a_bad_onet_checkpoint_writes_nothing(tmp_path):

@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from occnet.train.checkpoint import CheckpointError
-from occnet.train.onet import ConditionalOccNet, OnetArchitecture
+from occnet.train.onet import ConditionalOccNet, OnetArchitecture, measure_statistics
 from occnet.train.onet_checkpoint import infer_architecture, load_onet_checkpoint, read_onet_config
 
 SMALL = {"pointnet_resnet": OnetArchitecture("pointnet_resnet", 32, 24, 40),
@@ -34,13 +34,9 @@ def onet_model(arch: OnetArchitecture, seed: int = 0) -> ConditionalOccNet:
             if "gamma" in name or "beta" in name or name.endswith("fc_1.weight"):
                 fan_in = tensor[0].numel()
                 tensor.copy_((torch.rand(tensor.shape) * 2 - 1) / fan_in ** 0.5 + (1.0 * ("gamma.bias" in name)))
-        for module in model.modules():
-            if isinstance(module, torch.nn.BatchNorm1d):
-                module.momentum = None                        # a cumulative average over the batches below
-        model.train()
-        for batch in range(4):
-            model(torch.rand(4, 256, 3) - 0.5, observation(arch, 4, seed=seed + batch))
-    return model.eval()
+    measure_statistics(model, [(torch.rand(4, 256, 3) - 0.5, observation(arch, 4, seed=seed + batch))
+                               for batch in range(4)])
+    return model
 
 
 def observation(arch: OnetArchitecture, batch: int = 2, points: int = 300, seed: int = 0) -> torch.Tensor:

@@ -7,6 +7,7 @@ import subprocess
 import venv
 from pathlib import Path
 
+import numpy as np
 import pytest
 import trimesh
 from conftest import DEMO_ONNX, ROOT
@@ -63,6 +64,25 @@ def test_occ_mesh_meshes_several_models_without_torch(runtime_venv, tmp_path):
     for row in rows:
         assert trimesh.load(row["output"]).is_watertight and row["faces"] > 100
     assert not (tmp_path / "meshes" / "b").exists()
+
+
+def test_occ_mesh_reconstructs_an_observation_without_torch(runtime_venv, tmp_path):
+    """A conditional model exported here (with torch) reconstructs a point cloud in the venv without it."""
+    from test_onet import SMALL, onet_bytes, onet_model
+
+    from occnet.export.onnx_export import export_checkpoint
+
+    (tmp_path / "model_best.pt").write_bytes(onet_bytes(onet_model(SMALL["pointnet_resnet"]), zip_format=False))
+    export_checkpoint(tmp_path / "model_best.pt", tmp_path / "onet.onnx", verify_points=1000)
+    directions = np.random.default_rng(0).normal(size=(400, 3))
+    np.savetxt(tmp_path / "scan.xyz", 0.3 * directions / np.linalg.norm(directions, axis=1, keepdims=True))
+    result = subprocess.run([str(runtime_venv / "occ-mesh"), str(tmp_path / "onet.onnx"), "--input",
+                             str(tmp_path / "scan.xyz"), "--resolution", "32", "--threshold", "0.6", "--json"],
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    row = json.loads(result.stdout)
+    assert row["output"] == str(tmp_path / "scan_mesh.ply") and row["watertight"] and row["faces"] > 100
+    assert trimesh.load(row["output"]).is_watertight
 
 
 def test_runtime_imports_nothing_from_train_or_export(runtime_venv):

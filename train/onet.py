@@ -235,3 +235,21 @@ class ConditionalOccNet(nn.Module):
     def forward(self, points: torch.Tensor, observation: torch.Tensor) -> torch.Tensor:
         """``points (B, N, 3)``, ``observation (B, T, 3)`` or ``(B, 32, 32, 32)`` -> logits ``(B, N)``."""
         return self.decoder(points, self.encoder(observation))
+
+
+def measure_statistics(model: ConditionalOccNet, batches: list[tuple[torch.Tensor, torch.Tensor]]) -> None:
+    """Set every batch norm's running statistics to their averages over ``batches`` of ``(points (B, N, 3),
+    observations)``, as training leaves them (for weights made outside training, e.g. to benchmark a model of
+    realistic scale); the model is left in evaluation mode."""
+    norms = [m for m in model.modules() if isinstance(m, nn.BatchNorm1d)]
+    momenta = [norm.momentum for norm in norms]
+    for norm in norms:
+        norm.reset_running_stats()
+        norm.momentum = None                      # a cumulative average over the batches
+    model.train()
+    with torch.no_grad():
+        for points, observations in batches:
+            model(points, observations)
+    for norm, momentum in zip(norms, momenta):
+        norm.momentum = momentum
+    model.eval()
