@@ -1,5 +1,6 @@
-"""One shape's whole pipeline — sample, train, export, mesh, score — as a function from the source's bytes to
-the output files' bytes, so that it runs in any worker without a shared file system: one task of occ-batch."""
+"""One shape's whole pipeline — sample, train, export, mesh, score; or, given a conditional model, reconstruct
+an observation — as a function from the source's bytes to the output files' bytes, so that it runs in any
+worker without a shared file system: one task of occ-batch."""
 
 from __future__ import annotations
 
@@ -39,6 +40,10 @@ class BatchSettings:
     threads_per_shape: int = option(1, "CPU threads of each shape's task (torch and onnxruntime); the cores / "
                                     "this shapes run at once.")
     gpus_per_shape: float = option(0.0, "GPUs of each shape's task (fractions share one).")
+    normalize: bool = option(False, "With --model: map each point cloud into the model's frame and the mesh "
+                             "back, as occ-mesh --normalize.")
+    model_sha256: str = ""
+    """The digest of the conditional model the sources are reconstructed with ("": each shape is trained)."""
 
     def __post_init__(self) -> None:
         checked = {"train": check_instance("train", self.train, TrainConfig),
@@ -47,22 +52,29 @@ class BatchSettings:
                    "mesh_format": check_choice("mesh format", self.mesh_format, tuple(MESH_FORMATS.values())),
                    "eval_samples": check_integer("eval samples", self.eval_samples, 1),
                    "threads_per_shape": check_integer("threads per shape", self.threads_per_shape, 1),
-                   "gpus_per_shape": check_real("gpus per shape", self.gpus_per_shape, at_least=0)}
+                   "gpus_per_shape": check_real("gpus per shape", self.gpus_per_shape, at_least=0),
+                   "normalize": check_instance("normalize", self.normalize, bool),
+                   "model_sha256": check_instance("model sha256", self.model_sha256, str)}
         for name, value in checked.items():
             object.__setattr__(self, name, value)
         if self.train.threads != self.threads_per_shape:   # a task trains on the threads it was given
             object.__setattr__(self, "train", replace(self.train, threads=self.threads_per_shape))
 
     @property
+    def stages(self) -> tuple[Stage, ...]:
+        """The pipeline: :data:`STAGES` for shapes to learn, :data:`RECONSTRUCT_STAGES` with a model."""
+        return RECONSTRUCT_STAGES if self.model_sha256 else STAGES
+
+    @property
     def outputs(self) -> tuple[str, ...]:
         """The files a finished shape has in its folder: each stage's, then ``eval.json`` (written last, by the
         driver: it marks the folder complete)."""
-        return (*(name for stage in STAGES for name in stage.outputs(self)), EVAL_FILE)
+        return (*(name for stage in self.stages for name in stage.outputs(self)), EVAL_FILE)
 
     def fingerprint(self) -> str:
         """A digest of what decides a shape's outputs, each stage's settings (not the resources its task gets):
         a rerun with the same fingerprint and the same input reuses the outputs."""
-        record = {key: value for stage in STAGES for key, value in stage.settings(self).items()}
+        record = {key: value for stage in self.stages for key, value in stage.settings(self).items()}
         return hashlib.sha256(json.dumps(record, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -100,6 +112,7 @@ class Work:
     run: Any = None
     model: Any = None
     mesh: Any = None
+    model_path: Path | None = None
 
 
 def _train(work: Work) -> None:
@@ -155,6 +168,26 @@ def _eval(work: Work) -> None:
                            f_score=on_mesh.fscore[0.01], iou=on_mesh.iou)
 
 
+def _reconstruct(work: Work) -> None:
+    """The observation reconstructed by the batch's conditional model, as occ-mesh --input does."""
+    from occnet.runtime.mesher import mesh_model
+    from occnet.runtime.meshio import write_mesh
+    from occnet.runtime.observation import Frame, load_observation, normalizing_frame
+    from occnet.runtime.session import OccupancyModel
+
+    model = OccupancyModel(work.model_path, work.settings.train.device, work.settings.threads_per_shape)
+    observation, frame = load_observation(work.source), Frame()
+    if work.settings.normalize and observation.ndim == 2:
+        frame = normalizing_frame(observation)
+        observation = frame.into(observation)
+    work.mesh, stats = mesh_model(model.given(observation), work.settings.mesh)
+    work.mesh.vertices = frame.back(work.mesh.vertices)
+    path = work.folder / f"mesh.{work.settings.mesh_format}"
+    write_mesh(work.mesh, path)
+    work.scores.update(faces=stats.faces, watertight=stats.watertight)
+    work.files[path.name] = path
+
+
 @dataclass(frozen=True)
 class Stage:
     """One step of a shape's pipeline, declared once: ``run`` does it; ``outputs`` names the files it leaves
@@ -179,12 +212,21 @@ STAGES: tuple[Stage, ...] = (
           lambda s: {"eval_samples": s.eval_samples}),
 )
 """A shape's stages, in order; ``train`` includes sampling and labelling the source."""
+RECONSTRUCT_STAGES: tuple[Stage, ...] = (
+    Stage("reconstruct", _reconstruct, lambda s: (f"mesh.{s.mesh_format}",), ("faces", "watertight"),
+          lambda s: {"model": s.model_sha256, "normalize": s.normalize, "mesh": asdict(s.mesh),
+                     "mesh_format": s.mesh_format}),
+)
+"""An observation's stages when a conditional model reconstructs the sources."""
+ALL_STAGES = (*STAGES, *RECONSTRUCT_STAGES)
+"""Every stage a batch may run: the summary's columns come from these."""
 
 
-def run_shape(name: str, suffix: str, data: bytes, settings: BatchSettings) -> ShapeResult:
-    """Run every stage of :data:`STAGES` on one shape given as its source's bytes (``suffix``: ``.npz`` or a
-    mesh suffix). A failure of the shape (bad file, diverged training, no surface, any error of a stage)
-    becomes the result's ``error``, naming the stage; nothing escapes but an interruption."""
+def run_shape(name: str, suffix: str, data: bytes, settings: BatchSettings, model: bytes = b"") -> ShapeResult:
+    """Run every stage of ``settings.stages`` on one shape given as its source's bytes (``suffix``: ``.npz``
+    or a mesh suffix; an observation's, with the conditional ``model``'s bytes). A failure of the shape (bad
+    file, diverged training, no surface, any error of a stage) becomes the result's ``error``, naming the
+    stage; nothing escapes but an interruption."""
     began = time.time()
     import torch
 
@@ -193,7 +235,10 @@ def run_shape(name: str, suffix: str, data: bytes, settings: BatchSettings) -> S
     with tempfile.TemporaryDirectory(prefix="occnet-shape-") as tmp:
         work = Work(name, settings, Path(tmp), Path(tmp) / f"input{suffix}")
         work.source.write_bytes(data)
-        for stage in STAGES:
+        if model:
+            work.model_path = Path(tmp) / "model.onnx"
+            work.model_path.write_bytes(model)
+        for stage in settings.stages:
             start = time.perf_counter()
             try:
                 stage.run(work)
@@ -202,7 +247,7 @@ def run_shape(name: str, suffix: str, data: bytes, settings: BatchSettings) -> S
                 message = first_line(exc).replace(str(work.source), name)   # the shape's name, not a temporary path
                 return ShapeResult(name, f"{stage.name}: {kind}{message}", seconds, work.scores, {}, began)
             seconds[stage.name] = round(time.perf_counter() - start, 3)
-        undeclared = set(work.scores) - {column for stage in STAGES for column in stage.scores}
+        undeclared = set(work.scores) - {column for stage in settings.stages for column in stage.scores}
         if undeclared:                           # a score no column holds would be lost from the summary
             raise RuntimeError(f"stages gave scores no stage declares: {sorted(undeclared)}")
         files = {file_name: path.read_bytes() for file_name, path in work.files.items() if path.is_file()}

@@ -16,7 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from occnet.batch.job import EVAL_FILE, STAGES, BatchSettings, ShapeResult, run_shape
+from occnet.batch.job import EVAL_FILE, BatchSettings, ShapeResult, Stage, run_shape
 from occnet.batch.sources import Shape, sha256
 from occnet.batch.summary import plot_summary, read_summary, write_summary
 from occnet.runtime import signals
@@ -56,11 +56,12 @@ class BatchReport:
 
 
 def run_batch(shapes: list[Shape], settings: BatchSettings, out_dir: str | Path, address: str | None = None,
-              on_progress: Callable[[BatchProgress], None] | None = None) -> BatchReport:
+              on_progress: Callable[[BatchProgress], None] | None = None, model: bytes = b"") -> BatchReport:
     """Run the pipeline on ``shapes`` with Ray and write ``out_dir/NAME/...``, ``summary.csv`` and
     ``summary.png``. ``address``: None starts Ray on this machine (or uses the one this process already
     started), ``"auto"`` or ``"ray://HOST:PORT"`` joins a cluster. Shapes whose outputs are complete for the
-    same input and options are skipped."""
+    same input and options are skipped. ``model``: the bytes of the conditional model that reconstructs the
+    sources (observations), whose digest ``settings.model_sha256`` is; put in Ray's object store once."""
     import ray
 
     from occnet.runtime.evaluate import check_samples_memory
@@ -69,8 +70,12 @@ def run_batch(shapes: list[Shape], settings: BatchSettings, out_dir: str | Path,
     started = time.perf_counter()
     out_dir = Path(out_dir)
     _check_names([shape.name for shape in shapes], settings.outputs)
-    check_memory(settings.sampling)                         # as occ-train would, before any shape is trained
-    check_samples_memory(settings.eval_samples, "--eval-samples")
+    if (sha256(model) if model else "") != settings.model_sha256:
+        raise InputError("the model given does not match settings.model_sha256, the digest of the model the "
+                         "batch reconstructs with (both or neither)")
+    if not model:
+        check_memory(settings.sampling)                     # as occ-train would, before any shape is trained
+        check_samples_memory(settings.eval_samples, "--eval-samples")
     with claimed_folder(out_dir, "occ-batch"), contextlib.ExitStack() as stack:
         summary = check_writable(out_dir / "summary.csv")
         rows = read_summary(summary)
@@ -90,7 +95,8 @@ def run_batch(shapes: list[Shape], settings: BatchSettings, out_dir: str | Path,
 
         def finish(result: ShapeResult, shape: Shape, digest: str) -> None:
             """A shape's end, worked or failed: its files and row written, counted, the summary rewritten."""
-            rows[shape.name] = _record(result, shape, digest, fingerprint, out_dir, settings.outputs)
+            rows[shape.name] = _record(result, shape, digest, fingerprint, out_dir, settings.outputs,
+                                       settings.stages)
             counts["done" if result.ok else "failed"] += 1
             write_summary(rows, summary)
 
@@ -107,6 +113,7 @@ def run_batch(shapes: list[Shape], settings: BatchSettings, out_dir: str | Path,
                 task = ray.remote(run_shape).options(num_cpus=settings.threads_per_shape,
                                                      num_gpus=settings.gpus_per_shape, max_retries=MAX_RETRIES)
                 slots = max(1, int(ray.cluster_resources().get("CPU", 1) // settings.threads_per_shape))
+                shared = ray.put(model) if model else b""          # the model travels to each node once
                 while todo or pending:
                     while todo and len(pending) < QUEUED_PER_SLOT * slots:
                         shape = todo.pop(0)
@@ -115,7 +122,7 @@ def run_batch(shapes: list[Shape], settings: BatchSettings, out_dir: str | Path,
                         except InputError as exc:           # deleted or unreadable since: its row, not the end
                             finish(ShapeResult(shape.name, f"read: {exc}", {}, {}, {}, time.time()), shape, "")
                             continue
-                        ref = task.remote(shape.name, shape.source.suffix.lower(), data, settings)
+                        ref = task.remote(shape.name, shape.source.suffix.lower(), data, settings, shared)
                         pending[ref] = (shape, sha256(data))   # the digest of what was trained on
                     ready, _ = ray.wait(list(pending), num_returns=1, timeout=1.0)
                     for ref in ready:
@@ -193,7 +200,7 @@ def _result(ray, ref, shape: Shape) -> ShapeResult:
 
 
 def _record(result: ShapeResult, shape: Shape, digest: str, fingerprint: str, out_dir: Path,
-            outputs: tuple[str, ...]) -> dict:
+            outputs: tuple[str, ...], stages: tuple[Stage, ...]) -> dict:
     """Write a finished shape's files into ``out_dir/NAME/`` (``eval.json`` last: it marks the folder complete)
     and return its summary row. Only the file names the job declares (``outputs``) are written: a result
     naming any other (a worker that is not ours) fails the shape instead."""
@@ -203,7 +210,7 @@ def _record(result: ShapeResult, shape: Shape, digest: str, fingerprint: str, ou
                                        f"{', '.join(map(repr, unexpected))[:200]}", files={})
     row = {"name": shape.name, "source": str(shape.source), "status": "done" if result.ok else "failed",
            "error": result.error, "input_sha256": digest, "settings": fingerprint,
-           **{f"seconds_{stage.name}": result.seconds.get(stage.name) for stage in STAGES}, **result.scores}
+           **{f"seconds_{stage.name}": result.seconds.get(stage.name) for stage in stages}, **result.scores}
     if result.ok:
         folder = out_dir / shape.name
         try:

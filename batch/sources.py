@@ -15,8 +15,27 @@ from occnet.runtime.settings import MESH_FORMATS
 
 SHAPE_SUFFIXES = (".npz", *MESH_FORMATS)
 """What a shape's source may be: labelled points or a mesh."""
-FOLDER_STEMS = ("points",)
-"""File stems that name no shape but their folder's (ONet's ``category/shape_id/points.npz``)."""
+
+
+@dataclass(frozen=True)
+class Kind:
+    """What a batch's sources are: ``what`` they are called, the ``suffixes`` taken, the file ``stems`` that
+    name no source but their folder's (ONet's ``category/shape_id/points.npz``), and for an ``.npz`` the
+    arrays that make it one (``needs``, any of) and that make it something else (``refuses``)."""
+
+    what: str
+    suffixes: tuple[str, ...]
+    stems: tuple[str, ...]
+    needs: tuple[str, ...]
+    refuses: tuple[str, ...] = ()
+
+
+SHAPES = Kind("shapes", SHAPE_SUFFIXES, ("points",), tuple(LABEL_KEYS))
+"""Shapes to learn: meshes, and labelled points (ONet's ``pointcloud.npz`` has no occupancies: passed over)."""
+POINT_CLOUDS = Kind("point clouds", (".ply", ".obj", ".xyz", ".npz"), ("pointcloud",), ("points",), tuple(LABEL_KEYS))
+"""Observations of a point-cloud model: ONet's ``pointcloud.npz`` (not its labelled ``points.npz``) and files."""
+VOXEL_GRIDS = Kind("voxel grids", (".binvox", ".npz", ".npy"), ("model",), ("voxels",))
+"""Observations of a voxel model: ONet's ``model.binvox`` and ``.npz``/``.npy`` grids."""
 
 
 @dataclass(frozen=True)
@@ -39,14 +58,15 @@ def sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def find_shapes(sources: list[str | Path], exclude: Path | None = None) -> list[Shape]:
+def find_shapes(sources: list[str | Path], exclude: Path | None = None, kind: Kind = SHAPES) -> list[Shape]:
     """The shapes in ``sources``, sorted by name: a file is one shape (named by its stem); a folder is searched
     recursively for meshes and labelled ``.npz`` points (ONet's ``pointcloud.npz``, which has no occupancies,
     is passed over), each named by its path relative to the folder; a glob is expanded and named relative to
     its fixed leading folders. A path that exists is taken as it is, wildcard characters and all
     (``scans[2024]/``). A ``points.npz`` takes its folder's name. Nothing under ``exclude`` (the output
     folder) counts, and a source that lies in it is refused. Raises :class:`InputError` for a source that does
-    not exist or lies in ``exclude``, names that clash, or no shapes.
+    not exist or lies in ``exclude``, names that clash, or no shapes. ``kind``: what the sources are (shapes
+    to learn, or the observations a conditional model reconstructs).
     """
     found: dict[str, Path] = {}
     skip = Path(exclude).resolve() if exclude is not None else None
@@ -55,7 +75,7 @@ def find_shapes(sources: list[str | Path], exclude: Path | None = None) -> list[
             raise InputError(f"{source} lies in the output folder {exclude}, where occ-batch writes its results "
                              "(and whose files it never takes as shapes); move the shapes out or choose another "
                              "--out-dir")
-        for name, path in _expand(source):
+        for name, path in _expand(source, kind):
             if skip is not None and _within(path.resolve(), skip):
                 continue
             if name in found and found[name].resolve() != path.resolve():
@@ -63,8 +83,9 @@ def find_shapes(sources: list[str | Path], exclude: Path | None = None) -> list[
                                  "their common folder instead so that names keep their folders")
             found[name] = path
     if not found:
-        raise InputError(f"no shapes found in {' '.join(map(str, sources))} (looked for .npz points and "
-                         f"{' '.join(MESH_FORMATS)} meshes)")
+        looked = (f".npz points and {' '.join(MESH_FORMATS)} meshes" if kind == SHAPES else
+                  f"{kind.what}: {' '.join(kind.suffixes)}")
+        raise InputError(f"no {kind.what} found in {' '.join(map(str, sources))} (looked for {looked})")
     return [Shape(name, found[name]) for name in sorted(found)]
 
 
@@ -73,23 +94,23 @@ def _within(path: Path, folder: Path) -> bool:
     return path == folder or folder in path.parents
 
 
-def _expand(source: str) -> list[tuple[str, Path]]:
+def _expand(source: str, kind: Kind) -> list[tuple[str, Path]]:
     """(name, file) pairs of one source."""
     path = Path(source)
     if glob.has_magic(source) and not path.exists():
-        return _glob(source)
+        return _glob(source, kind)
     if path.is_dir():
-        return _folder(path)
+        return _folder(path, kind)
     if not path.is_file():
         raise InputError(f"{source} does not exist")
-    if path.suffix.lower() not in SHAPE_SUFFIXES:
-        raise InputError(f"{source}: unknown data format {path.suffix or '(no suffix)'!r}; use .npz or a mesh "
-                         f"({' '.join(MESH_FORMATS)})")
-    relative = Path(path.resolve().parent.name, path.name) if path.stem in FOLDER_STEMS else Path(path.name)
-    return [(_name(relative), path)]
+    if path.suffix.lower() not in kind.suffixes:
+        wanted = f".npz or a mesh ({' '.join(MESH_FORMATS)})" if kind == SHAPES else " ".join(kind.suffixes)
+        raise InputError(f"{source}: unknown data format {path.suffix or '(no suffix)'!r}; use {wanted}")
+    relative = Path(path.resolve().parent.name, path.name) if path.stem in kind.stems else Path(path.name)
+    return [(_name(relative, kind), path)]
 
 
-def _glob(source: str) -> list[tuple[str, Path]]:
+def _glob(source: str, kind: Kind) -> list[tuple[str, Path]]:
     """(name, file) pairs of a glob. Its longest leading folder that exists is taken literally (escaped), so a
     wildcard character in a folder's own name (``scans[2024]/*.stl``) is that character, not a pattern; names
     are relative to the folders before the first wildcard after it."""
@@ -102,8 +123,8 @@ def _glob(source: str) -> list[tuple[str, Path]]:
         raise InputError(f"no file matches {source}")
     pairs = []
     for match in matches:
-        pairs += _folder(match) if match.is_dir() else [(_name(match.relative_to(fixed)), match)]
-    return [(n, p) for n, p in pairs if _is_shape(p)]
+        pairs += _folder(match, kind) if match.is_dir() else [(_name(match.relative_to(fixed), kind), match)]
+    return [(n, p) for n, p in pairs if _is_source(p, kind)]
 
 
 def _leading(parts: tuple[str, ...]) -> list[str]:
@@ -116,8 +137,8 @@ def _leading(parts: tuple[str, ...]) -> list[str]:
     return out
 
 
-def _folder(folder: Path) -> list[tuple[str, Path]]:
-    """(name, file) pairs of the shapes under ``folder``, symbolic links to folders followed (collections are
+def _folder(folder: Path, kind: Kind) -> list[tuple[str, Path]]:
+    """(name, file) pairs of the sources under ``folder``, symbolic links to folders followed (collections are
     often assembled from links; ``rglob`` passed them over and said "no shapes found"), each real folder once
     so that a link back up cannot loop."""
     pairs, seen = [], set()
@@ -130,28 +151,30 @@ def _folder(folder: Path) -> list[tuple[str, Path]]:
         dirs.sort()
         for name in sorted(files):
             path = Path(root, name)
-            if path.is_file() and _is_shape(path):
-                pairs.append((_name(path.relative_to(folder)), path))
+            if path.is_file() and _is_source(path, kind):
+                pairs.append((_name(path.relative_to(folder), kind), path))
     return sorted(pairs)
 
 
-def _is_shape(path: Path) -> bool:
-    """A mesh, or an ``.npz`` with an occupancy array (read from the archive's directory, not its data)."""
+def _is_source(path: Path, kind: Kind) -> bool:
+    """A file of ``kind``'s suffixes; an ``.npz`` only with one of the arrays it ``needs`` and none it
+    ``refuses`` (read from the archive's directory, not its data)."""
     suffix = path.suffix.lower()
-    if suffix in MESH_FORMATS:
-        return True
-    if suffix != ".npz":
+    if suffix not in kind.suffixes:
         return False
+    if suffix != ".npz":
+        return True
     try:
         with zipfile.ZipFile(path) as archive:
-            return any(name.removesuffix(".npy") in LABEL_KEYS for name in archive.namelist())
+            arrays = {name.removesuffix(".npy") for name in archive.namelist()}
     except (OSError, zipfile.BadZipFile):
-        return True                  # a broken file is a shape that fails with its own message, not a skip
+        return True                  # a broken file is a source that fails with its own message, not a skip
+    return bool(arrays & set(kind.needs)) and not arrays & set(kind.refuses)
 
 
-def _name(relative: Path) -> str:
-    """The shape name of a source path relative to its folder: the path without suffix, or the folder's path
-    for a ``points.npz``."""
-    if relative.stem in FOLDER_STEMS and len(relative.parts) > 1:
+def _name(relative: Path, kind: Kind) -> str:
+    """The name of a source path relative to its folder: the path without suffix, or the folder's path for one
+    of ``kind``'s stems (``points.npz``)."""
+    if relative.stem in kind.stems and len(relative.parts) > 1:
         return relative.parent.as_posix()
     return relative.with_suffix("").as_posix()

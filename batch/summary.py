@@ -8,15 +8,15 @@ import io
 import math
 from pathlib import Path
 
-from occnet.batch.job import STAGES
+from occnet.batch.job import ALL_STAGES
 from occnet.runtime.errors import InputError
 from occnet.runtime.files import write_bytes_atomic
 from occnet.train.plot import figure, write_png
 
 COLUMNS = ("name", "source", "status", "error", "input_sha256", "settings",
-           *(f"seconds_{stage.name}" for stage in STAGES), "seconds_overhead",
-           *dict.fromkeys(column for stage in STAGES for column in stage.scores))
-"""Derived from the stages (:data:`~occnet.batch.job.STAGES`): their times, then their scores. ``status`` is
+           *(f"seconds_{stage.name}" for stage in ALL_STAGES), "seconds_overhead",
+           *dict.fromkeys(column for stage in ALL_STAGES for column in stage.scores))
+"""Derived from the stages (:data:`~occnet.batch.job.ALL_STAGES`): their times, then their scores. ``status`` is
 ``done`` or ``failed``; ``error`` the failed stage and its one line; ``settings`` the digest of
 the options (:meth:`~occnet.batch.job.BatchSettings.fingerprint`); ``seconds_overhead`` the task's time beyond
 its stages (starting, moving files through Ray, writing them); ``f_score`` is F@1% and ``chamfer_l1``,

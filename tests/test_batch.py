@@ -19,7 +19,7 @@ from test_cli import assert_clean_failure
 
 from occnet.batch.sources import find_shapes
 from occnet.batch.summary import COLUMNS
-from occnet.runtime.errors import InputError, ResourceError
+from occnet.runtime.errors import InputError, OccNetError, ResourceError
 from occnet.runtime.evaluate import compare_meshes
 from occnet.runtime.meshio import read_mesh
 from occnet.train.config import SamplingConfig
@@ -237,7 +237,7 @@ def test_a_result_naming_files_the_job_does_not_write_fails_the_shape(tmp_path):
 
     result = ShapeResult("ball", "", {"train": 1.0}, {"iou": 1.0}, {"mesh.ply": b"ply", "../../evil.sh": b"x"}, 0.0)
     row = _record(result, Shape("ball", tmp_path / "ball.stl"), "digest", "settings", tmp_path / "out",
-                  BatchSettings().outputs)
+                  BatchSettings().outputs, BatchSettings().stages)
     assert row["status"] == "failed" and row["error"].startswith("worker: returned files the job does not write: "
                                                                  "'../../evil.sh'")
     assert not (tmp_path / "out").exists() and not (tmp_path / "evil.sh").exists()
@@ -305,7 +305,8 @@ def test_a_private_ray_runs_workers_at_our_priority_and_an_input_gone_during_the
     """Ray's workers run at niceness 15 by default: beside 4 CPU hogs a task got 2% of a core. An input
     deleted during a batch aborted the whole batch and cancelled its running shapes. RAY_ADDRESS naming a
     cluster nobody runs does not stop a private Ray. A GPU this machine does not have is refused (Ray would
-    wait for one forever). (One test: one Ray.)"""
+    wait for one forever). A conditional model reconstructs a folder of observations on it. (One test: one
+    Ray.)"""
     import ray
 
     from occnet.batch.job import BatchSettings
@@ -325,11 +326,87 @@ def test_a_private_ray_runs_workers_at_our_priority_and_an_input_gone_during_the
         with pytest.raises(InputError, match="--gpus-per-shape 0.5 is more than any machine of the Ray cluster has "
                                              r"\(0 GPUs\)"):
             run_batch(find_shapes([tmp_path / "ball.stl"]), BatchSettings(gpus_per_shape=0.5), tmp_path / "gpu")
+        reconstruct_observations(tmp_path / "observations")
     finally:
         ray.shutdown()
     assert (report.done, report.failed) == (0, 1)
     assert report.rows["gone"]["error"].startswith("read: cannot read ") and "gone.stl" in report.rows["gone"]["error"]
     assert rows_of(tmp_path / "out")["gone"]["status"] == "failed"
+
+
+def conditional_model(folder: Path) -> tuple[Path, float]:
+    """A small ONet point-cloud model exported to ``folder/onet.onnx``, and a threshold its field crosses."""
+    from test_conditional import CLOUD, middle_threshold, torch_logits
+    from test_onet import SMALL, onet_bytes, onet_model
+
+    from occnet.export.onnx_export import export_checkpoint
+
+    folder.mkdir(parents=True, exist_ok=True)
+    network = onet_model(SMALL["pointnet_resnet"])
+    (folder / "model_best.pt").write_bytes(onet_bytes(network))
+    export_checkpoint(folder / "model_best.pt", folder / "onet.onnx", verify_points=1000)
+    return folder / "onet.onnx", middle_threshold(torch_logits(network, CLOUD))
+
+
+def reconstruct_observations(root: Path) -> None:
+    """``occ-batch DATASET --model onet.onnx``: ONet's layout (each shape's pointcloud.npz reconstructed, its
+    labelled points.npz passed over) and loose files; a broken one is its row; a rerun skips the rest."""
+    import typer
+    from test_conditional import CLOUD
+
+    from occnet.batch.cli import batch_app
+
+    model, threshold = conditional_model(root / "model")
+    for index, shape in enumerate(("1a2b", "3c4d")):
+        folder = root / "data" / "02691156" / shape
+        folder.mkdir(parents=True)
+        np.savez(folder / "pointcloud.npz", points=CLOUD * (1 + 0.1 * index), normals=CLOUD)
+        np.savez(folder / "points.npz", points=CLOUD, occupancies=np.packbits(CLOUD[:, 0] > 0))
+    np.savetxt(root / "data" / "scan.xyz", CLOUD * 100)
+    (root / "data" / "broken.xyz").write_text("1 2\n")
+    args = [str(root / "data"), "--model", str(model), "--out-dir", str(root / "out"), "--resolution", "24",
+            "--threshold", str(threshold), "--normalize"]
+    command = typer.main.get_command(batch_app)
+    with pytest.raises(OccNetError, match=r"1 of 4 point clouds failed \(first: broken: reconstruct: "):
+        command.main(args=args, standalone_mode=False)
+    rows = rows_of(root / "out")
+    assert sorted(rows) == ["02691156/1a2b", "02691156/3c4d", "broken", "scan"]
+    assert rows["broken"]["status"] == "failed" and rows["broken"]["error"].startswith("reconstruct: ")
+    for name in ("02691156/1a2b", "02691156/3c4d", "scan"):
+        assert rows[name]["status"] == "done" and float(rows[name]["seconds_reconstruct"]) > 0
+        mesh = trimesh.load(root / "out" / name / "mesh.ply")
+        assert mesh.is_watertight and len(mesh.faces) == int(rows[name]["faces"]) > 100
+    scan = trimesh.load(root / "out" / "scan" / "mesh.ply")                 # --normalize: back in its units
+    assert np.abs(scan.bounds).max() > 20
+    assert rows["scan"]["seconds_train"] == "" and rows["scan"]["val_iou"] == ""
+    (root / "data" / "broken.xyz").unlink()
+    command.main(args=args, standalone_mode=False)                         # the rest is finished: all skipped
+    assert rows_of(root / "out")["scan"]["input_sha256"] == rows["scan"]["input_sha256"]
+
+
+@pytest.mark.parametrize("args,match", [
+    (["--epochs", "5"], "--epochs cannot be combined with --model: its observations are reconstructed"),
+    (["--eval-samples", "10"], "--eval-samples cannot be combined with --model"),
+])
+def test_training_options_with_a_model_are_refused_by_name(tmp_path, args, match):
+    model, _ = conditional_model(tmp_path)
+    np.savetxt(tmp_path / "scan.xyz", np.zeros((5, 3)))
+    result = run_installed("occ-batch", str(tmp_path / "scan.xyz"), "--model", str(model), "--out-dir",
+                           str(tmp_path / "out"), *args)
+    assert_clean_failure(result, "occ-batch", match)
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_model_that_is_not_conditional_and_normalize_without_one_are_refused(tmp_path):
+    from conftest import DEMO_ONNX
+
+    np.savetxt(tmp_path / "scan.xyz", np.zeros((5, 3)))
+    for args, match in ((["--model", str(DEMO_ONNX)], "is not a conditional model: --model reconstructs observations"),
+                        (["--normalize"], "--normalize maps observations into a conditional model's frame; give "
+                                          "--model")):
+        result = run_installed("occ-batch", str(tmp_path / "scan.xyz"), "--out-dir", str(tmp_path / "out"), *args)
+        assert_clean_failure(result, "occ-batch", match)
+    assert not (tmp_path / "out").exists()
 
 
 @pytest.mark.parametrize("names,clash", [(["summary.csv", "a"], "summary.csv"), (["summary.png"], "summary.png"),

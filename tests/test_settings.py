@@ -140,7 +140,7 @@ def test_each_option_is_declared_once_on_its_record_and_every_command_takes_it_f
     assert set(train) - set(training) == {"out_dir", "resume", "force"}
     batch_options = {**declared(TrainConfig, exclude=("threads",)), **declared(Fourier), **declared(SamplingConfig),
                      **declared(MeshSettings, only=MESH_OPTIONS), **declared(BatchSettings)}
-    assert batch_options.items() <= batch.items() and set(batch) - set(batch_options) == {"out_dir", "address"}
+    assert batch_options.items() <= batch.items() and set(batch) - set(batch_options) == {"out_dir", "address", "model"}
     assert declared(MeshSettings).items() <= mesh.items() and len(declared(MeshSettings)) == 6
 
 
