@@ -276,3 +276,31 @@ def test_an_observation_file_that_cannot_be_read_is_one_line(tmp_path, name, dat
     with pytest.raises(InputError, match=match) as caught:
         load_observation(path)
     assert "\n" not in str(caught.value)
+
+
+def test_occ_mesh_interrupted_between_observations_keeps_the_finished_meshes_whole(exported, tmp_path):
+    """Ctrl-C once the first mesh is written: one line, 130, every file there a whole mesh, no temporary."""
+    import signal
+    import subprocess
+    import time
+
+    from conftest import BIN
+
+    _, path = exported["pointnet_resnet"]
+    threshold = middle_threshold(torch_logits(exported["pointnet_resnet"][0], CLOUD))
+    for index in range(40):
+        np.savetxt(tmp_path / f"scan{index:02d}.xyz", CLOUD * (1 + index / 100))
+    inputs = sorted(str(p) for p in tmp_path.glob("*.xyz"))
+    proc = subprocess.Popen([str(BIN / "occ-mesh"), str(path), "--input", *inputs, "--out-dir", str(tmp_path / "out"),
+                             "--resolution", "96", "--threshold", str(threshold)], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while not list((tmp_path / "out").glob("*.ply")) and time.monotonic() < deadline and proc.poll() is None:
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err
+    assert err.strip().splitlines()[-1] == "occ-mesh: error: interrupted" and "Traceback" not in err
+    written = sorted((tmp_path / "out").iterdir())
+    assert 1 <= len(written) < 40 and all(p.suffix == ".ply" for p in written)
+    assert all(trimesh.load(p).is_watertight for p in written)
