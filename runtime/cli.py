@@ -71,7 +71,8 @@ def occ_mesh(
                                  "and no --out-dir")
     outputs = mesh_outputs(sources, output, out_dir, "." + file_format.value, bool(inputs))
     if len(set(outputs)) < len(outputs):
-        raise typer.BadParameter("two sources would write the same mesh file; give each once")
+        what = "observations" if inputs else "models"
+        raise typer.BadParameter(f"two {what} would write the same mesh file; give each {what[:-1]} once")
     # folders under --out-dir are made as meshes arrive (nothing in them to check yet); any other must exist
     replaces = [check_mesh_output(path, [*models, *sources]) if out_dir is None or path.parent.is_dir() else False
                 for path in outputs]

@@ -51,25 +51,39 @@ def rows_of(out: Path) -> dict[str, dict]:
         return {row["name"]: row for row in csv.DictReader(handle)}
 
 
+CLUSTER_ENV = {**os.environ, "RAY_AUTH_MODE": "disabled", "RAY_worker_niceness": "0"}   # the README's cluster notes
+ADDRESS = "127.0.0.1:6389"
+
+
 @pytest.fixture(scope="module")
-def batch_run(tmp_path_factory):
-    """One batch over the collection on a running cluster (`ray start --head`, then `--address`; the other
-    tests start Ray themselves): (collection, output folder, the command's result, `ray status` after it)."""
-    root = make_collection(tmp_path_factory.mktemp("collection"))
-    out = tmp_path_factory.mktemp("batch") / "out"
-    env = {**os.environ, "RAY_AUTH_MODE": "disabled", "RAY_worker_niceness": "0"}   # see the README's cluster notes
+def cluster():
+    """A running cluster (`ray start --head`) for the tests that join one with `--address`: the batch of
+    :func:`batch_run`, the rerun, the killed worker and SIGTERM (one Ray start for them all); the private-Ray
+    test starts its own."""
     ray = [str(BIN / "ray")]
-    started = subprocess.run([*ray, "start", "--head", "--num-cpus", "2", "--port", "6389", "--include-dashboard",
-                              "false", "--disable-usage-stats"], capture_output=True, text=True, env=env, timeout=120)
+    started = subprocess.run([*ray, "start", "--head", "--num-cpus", "2", "--port", ADDRESS.split(":")[1],
+                              "--include-dashboard", "false", "--disable-usage-stats"], capture_output=True,
+                             text=True, env=CLUSTER_ENV, timeout=120)
     assert started.returncode == 0, started.stderr
     try:
-        result = subprocess.run([str(BIN / "occ-batch"), str(root / "parts"), str(root / "onet"), "--out-dir",
-                                 str(out), "--address", "127.0.0.1:6389", *FAST], capture_output=True, text=True,
-                                env=env, timeout=600)
-        status = subprocess.run([*ray, "status", "--address", "127.0.0.1:6389"], capture_output=True, text=True,
-                                env=env, timeout=60)
+        yield ["--address", ADDRESS]
     finally:
-        subprocess.run([*ray, "stop", "--force"], capture_output=True, env=env, timeout=120)
+        subprocess.run([*ray, "stop", "--force"], capture_output=True, env=CLUSTER_ENV, timeout=120)
+
+
+def on_cluster(*args: str, timeout: float = 600) -> subprocess.CompletedProcess:
+    return subprocess.run([str(BIN / args[0]), *args[1:]], capture_output=True, text=True, env=CLUSTER_ENV,
+                          timeout=timeout)
+
+
+@pytest.fixture(scope="module")
+def batch_run(tmp_path_factory, cluster):
+    """One batch over the collection on the running cluster: (collection, output folder, the command's result,
+    `ray status` after it)."""
+    root = make_collection(tmp_path_factory.mktemp("collection"))
+    out = tmp_path_factory.mktemp("batch") / "out"
+    result = on_cluster("occ-batch", str(root / "parts"), str(root / "onet"), "--out-dir", str(out), *cluster, *FAST)
+    status = on_cluster("ray", "status", "--address", ADDRESS, timeout=60)
     return root, out, result, status
 
 
@@ -139,7 +153,7 @@ def test_summary_columns_and_values(batch_run):
     assert (out / "summary.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
-def test_a_rerun_skips_finished_shapes_and_redoes_changed_ones(batch_run, tmp_path):
+def test_a_rerun_skips_finished_shapes_and_redoes_changed_ones(batch_run, cluster, tmp_path):
     root, out, _, _ = batch_run
     work = tmp_path / "out"
     subprocess.run(["cp", "-a", str(out), str(work)], check=True)
@@ -147,8 +161,8 @@ def test_a_rerun_skips_finished_shapes_and_redoes_changed_ones(batch_run, tmp_pa
     trimesh.creation.box((0.8, 0.6, 0.3)).export(root / "parts" / "plate.obj")
     try:
         before = {p: p.stat().st_mtime_ns for p in work.rglob("*") if p.is_file() and "summary" not in p.name}
-        result = run_installed("occ-batch", str(root / "parts" / "ball.stl"), str(root / "parts" / "plate.obj"),
-                               "--out-dir", str(work), *FAST)
+        result = on_cluster("occ-batch", str(root / "parts" / "ball.stl"), str(root / "parts" / "plate.obj"),
+                            "--out-dir", str(work), *cluster, *FAST)
     finally:
         (tmp_path / "plate.obj").replace(root / "parts" / "plate.obj")
     assert result.returncode == 0, result.stderr
@@ -158,12 +172,12 @@ def test_a_rerun_skips_finished_shapes_and_redoes_changed_ones(batch_run, tmp_pa
     assert changed == ["plate"]
 
 
-def test_a_killed_worker_is_retried(tmp_path):
+def test_a_killed_worker_is_retried(cluster, tmp_path):
     root = make_collection(tmp_path / "c")
     out = tmp_path / "out"
     proc = subprocess.Popen([str(BIN / "occ-batch"), str(root / "parts" / "ball.stl"), "--out-dir", str(out),
-                             *FAST, "--epochs", "25"],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                             *cluster, *FAST, "--epochs", "25"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=CLUSTER_ENV)
     worker = None
     for _ in range(600):
         worker = next((pid for pid in ray_tasks()), None)
@@ -195,13 +209,15 @@ def ray_tasks() -> list[int]:
     return found
 
 
-def test_sigterm_stops_the_batch_and_a_rerun_continues(tmp_path):
+def test_sigterm_stops_the_batch_and_a_rerun_continues(cluster, tmp_path):
     """SIGTERM, not Ctrl-C: ray.init replaces the SIGTERM handler (its own ended the batch by SIGABRT and a
     stack dump); Ctrl-C takes the same way out as in every other command."""
     root = make_collection(tmp_path / "c")
     out = tmp_path / "out"
-    command = [str(BIN / "occ-batch"), str(root / "parts"), "--out-dir", str(out), "--threads-per-shape", "2", *FAST]
-    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # one at a time
+    command = [str(BIN / "occ-batch"), str(root / "parts"), "--out-dir", str(out), "--threads-per-shape", "2",
+               *cluster, *FAST]
+    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,   # one at a time
+                            env=CLUSTER_ENV)
     for _ in range(1200):
         if (out / "summary.csv").exists() and any(r["status"] == "done" for r in rows_of(out).values()):
             break
@@ -215,7 +231,7 @@ def test_sigterm_stops_the_batch_and_a_rerun_continues(tmp_path):
     assert ray_tasks() == [], "the batch left Ray tasks running"
     assert {name for name, row in rows_of(out).items() if row["status"] == "done"} == {"ball"}
     command[1] = str(root / "parts" / "ball.stl")               # a rerun on the finished shape only redoes nothing
-    result = subprocess.run(command, capture_output=True, text=True, timeout=600)
+    result = subprocess.run(command, capture_output=True, text=True, timeout=600, env=CLUSTER_ENV)
     assert result.returncode == 0 and "0 done, 0 failed, 1 skipped" in result.stdout, result.stderr
 
 
@@ -389,10 +405,10 @@ def reconstruct_observations(root: Path) -> None:
     (["--eval-samples", "10"], "--eval-samples cannot be combined with --model"),
 ])
 def test_training_options_with_a_model_are_refused_by_name(tmp_path, args, match):
-    model, _ = conditional_model(tmp_path)
+    """Refused before the model is read (any file will do)."""
     np.savetxt(tmp_path / "scan.xyz", np.zeros((5, 3)))
-    result = run_installed("occ-batch", str(tmp_path / "scan.xyz"), "--model", str(model), "--out-dir",
-                           str(tmp_path / "out"), *args)
+    result = run_installed("occ-batch", str(tmp_path / "scan.xyz"), "--model", str(tmp_path / "scan.xyz"),
+                           "--out-dir", str(tmp_path / "out"), *args)
     assert_clean_failure(result, "occ-batch", match)
     assert not (tmp_path / "out").exists()
 
