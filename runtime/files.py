@@ -24,6 +24,17 @@ stores tensors uncompressed (1x) and np.savez_compressed's points and labels com
 that inflates 1,000x is a bomb."""
 
 
+def input_file(path: str | os.PathLike, what: str) -> Path:
+    """``path`` as a ``Path``, refused with :class:`InputError` unless it is an existing file: "``path`` is a
+    folder, not a ``what``" or "``what`` not found: ``path``"."""
+    path = Path(path)
+    if path.is_dir():
+        raise InputError(f"{path} is a folder, not a {what}")
+    if not path.is_file():
+        raise InputError(f"{what} not found: {path}")
+    return path
+
+
 def check_writable(path: Path) -> Path:
     """Fail early, before any work, if ``path`` cannot be created as a regular file; returns it.
 

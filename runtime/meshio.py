@@ -9,7 +9,7 @@ import numpy as np
 import trimesh
 
 from occnet.runtime.errors import InputError, OutputError, first_line
-from occnet.runtime.files import check_output, write_bytes_atomic
+from occnet.runtime.files import check_output, input_file, write_bytes_atomic
 from occnet.runtime.settings import MESH_FORMATS
 
 
@@ -39,10 +39,7 @@ def read_mesh(path: Path) -> trimesh.Trimesh:
     parts (a 5 mm part in metres) and merges nothing useful far from the origin. Raises :class:`InputError`
     for a missing or unreadable file, one without triangles, or NaN/inf vertices."""
     path = Path(path)
-    if path.is_dir():
-        raise InputError(f"{path} is a folder, not a mesh file")
-    if not path.is_file():
-        raise InputError(f"mesh file not found: {path}")
+    path = input_file(path, "mesh file")
     if path.suffix.lower() == ".stl":
         _check_binary_stl(path)
     try:

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from occnet.runtime.errors import InputError, first_line
-from occnet.runtime.files import check_archive_sizes
+from occnet.runtime.files import check_archive_sizes, input_file
 
 CLOUD_SUFFIXES = (".ply", ".obj", ".xyz", ".npz")
 VOXEL_SUFFIXES = (".binvox", ".npz", ".npy")
@@ -50,10 +50,7 @@ def load_observation(path: Path) -> np.ndarray:
     """The observation in ``path``: a cloud ``(T, 3) float64`` or a voxel grid ``(R, R, R) bool``;
     :class:`InputError` naming what is wrong."""
     path = Path(path)
-    if path.is_dir():
-        raise InputError(f"{path} is a folder, not an observation file")
-    if not path.is_file():
-        raise InputError(f"observation not found: {path}")
+    path = input_file(path, "observation file")
     suffix = path.suffix.lower()
     if suffix == ".binvox":
         return _binvox(path)

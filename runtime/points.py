@@ -11,7 +11,7 @@ import numpy as np
 
 from occnet.runtime.contract import check_extent
 from occnet.runtime.errors import InputError, first_line
-from occnet.runtime.files import check_archive_sizes
+from occnet.runtime.files import check_archive_sizes, input_file
 
 MIN_POINTS = 100
 POINT_KEYS = ("points", "pts", "xyz", "coords", "positions", "p")
@@ -93,10 +93,7 @@ def load_npz(path: Path, for_training: bool = True) -> PointSet:
     """Read labelled points from ``.npz``: common key names, and ONet's float16 points with bit-packed
     occupancies (``np.packbits``) too. ``for_training``: see :func:`make_point_set`."""
     path = Path(path)
-    if path.is_dir():
-        raise InputError(f"{path} is a folder, not a points file")
-    if not path.is_file():
-        raise InputError(f"points file not found: {path}")
+    path = input_file(path, "points file")
     if not zipfile.is_zipfile(path):
         raise InputError(f"{path}: not a readable .npz file (not the zip archive of arrays np.savez writes)")
     check_archive_sizes(path, "arrays")

@@ -22,6 +22,7 @@ from occnet.runtime.contract import (
     ModelInfo,
 )
 from occnet.runtime.errors import DeviceError, InputError, ModelError, first_line
+from occnet.runtime.files import input_file
 from occnet.runtime.graph import CONTROL_FLOW, op_types
 from occnet.runtime.machine import available_cores
 
@@ -50,10 +51,7 @@ class OccupancyModel:
         if threads > cores:
             raise InputError(f"threads must lie in 0..{cores} (the cores this process may use; 0: all of them), "
                              f"got {threads}")
-        if self.path.is_dir():
-            raise InputError(f"{self.path} is a folder, not a model file")
-        if not self.path.is_file():
-            raise InputError(f"model file not found: {self.path}")
+        input_file(self.path, "model file")
         self.fallback: str | None = None
         self._check_graph(self.path.read_bytes, str(self.path))   # before onnxruntime builds a session for it
         self._session = self._open(_model_source(self.path), device, threads)

@@ -14,6 +14,7 @@ import trimesh
 
 from occnet.runtime.errors import InputError, ResourceError
 from occnet.runtime.field import dense_field
+from occnet.runtime.files import input_file
 from occnet.runtime.grid import Grid
 from occnet.runtime.inside import MAX_AMBIGUOUS, contains
 from occnet.runtime.machine import available_memory
@@ -152,10 +153,7 @@ def load_points(data: Path | None, config: SamplingConfig, seed: int) -> PointSe
     if data is None:
         return demo_points(config, seed)
     data = Path(data)
-    if data.is_dir():
-        raise InputError(f"{data} is a folder, not a data file")
-    if not data.is_file():
-        raise InputError(f"data file not found: {data}")
+    data = input_file(data, "data file")
     suffix = data.suffix.lower()
     if suffix == ".npz":
         return load_npz(data)
