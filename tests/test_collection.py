@@ -1,0 +1,111 @@
+"""Collections in ONet's layout: read as ONet's loaders read them, made from meshes or from primitives."""
+
+import numpy as np
+import pytest
+import trimesh
+
+from occnet.runtime.errors import InputError
+from occnet.runtime.observation import load_observation
+from occnet.train.collection import (
+    BOX,
+    POINTS,
+    SPLITS,
+    Collection,
+    binvox_bytes,
+    prepare_meshes,
+    synthetic_collection,
+)
+from occnet.train.synthetic import CLASSES, make_solid
+
+
+@pytest.fixture(scope="module")
+def synthetic(tmp_path_factory):
+    return synthetic_collection(tmp_path_factory.mktemp("synthetic"), per_class=3, seed=0)
+
+
+def test_the_synthetic_collection_has_every_class_split_three_ways(synthetic):
+    assert synthetic.categories == sorted(CLASSES)
+    names = {split: [s.label for s in synthetic.shapes(split)] for split in SPLITS}
+    assert all(len(names[split]) == len(CLASSES) for split in SPLITS)          # 3 a class: 1 + 1 + 1
+    assert len(set(sum(names.values(), []))) == 3 * len(CLASSES)
+
+
+def test_a_shapes_points_and_surface_agree_with_its_solid(synthetic):
+    shape = synthetic.shapes("train")[0]
+    data = synthetic.load(shape)
+    assert data.points.shape == (POINTS, 3) and np.abs(data.points).max() <= BOX
+    solid = make_solid(shape.category, int(shape.name.split("_")[1]) + CLASSES.index(shape.category) * 10_007)
+    agree = np.mean(solid.occupancy(data.points.astype(np.float64)) == data.occupancies)
+    assert agree > 0.999                                       # float16 storage moves points near the surface
+    assert 0.02 < data.occupancies.mean() < 0.6
+    assert np.abs(solid.sdf(data.surface.astype(np.float64))).max() < 0.01
+    assert np.allclose(np.linalg.norm(data.normals, axis=1), 1, atol=1e-4)
+    voxels = synthetic.voxels(shape)
+    assert voxels.shape == (32, 32, 32) and voxels.dtype == bool and 0 < voxels.sum() < 32**3
+
+
+def test_the_same_seed_makes_the_same_collection_and_a_made_one_is_opened_as_it_is(synthetic, tmp_path):
+    again = synthetic_collection(tmp_path / "again", per_class=3, seed=0)
+    other = synthetic_collection(tmp_path / "other", per_class=3, seed=1)
+    shape = synthetic.shapes("test")[0]
+    same = again.root / shape.category / shape.name / "points.npz"
+    assert same.read_bytes() == (shape.folder / "points.npz").read_bytes()
+    assert (other.root / shape.category / shape.name / "points.npz").read_bytes() != same.read_bytes()
+    stamp = same.stat().st_mtime_ns
+    synthetic_collection(tmp_path / "again", per_class=3, seed=0)
+    assert same.stat().st_mtime_ns == stamp
+
+
+def test_onets_own_layout_reads_and_a_listed_shape_without_a_folder_is_one_line(tmp_path):
+    rng = np.random.default_rng(0)
+    folder = tmp_path / "02691156" / "1a2b"
+    folder.mkdir(parents=True)
+    points = rng.uniform(-0.55, 0.55, (1000, 3))
+    inside = np.linalg.norm(points, axis=1) < 0.3
+    np.savez(folder / "points.npz", points=points.astype(np.float16), occupancies=np.packbits(inside))
+    surface = rng.normal(size=(500, 3))
+    surface = 0.3 * surface / np.linalg.norm(surface, axis=1, keepdims=True)
+    np.savez(folder / "pointcloud.npz", points=surface, normals=surface / 0.3)
+    (tmp_path / "02691156" / "train.lst").write_text("1a2b\n")
+    collection = Collection(tmp_path)
+    data = collection.load(collection.shapes("train")[0])
+    np.testing.assert_array_equal(data.occupancies, inside)
+    assert collection.shapes("val") == []
+    (tmp_path / "02691156" / "test.lst").write_text("9z9z\n")
+    with pytest.raises(InputError, match=r"test.lst lists 9z9z, which has no folder"):
+        collection.shapes("test")
+    with pytest.raises(InputError, match="split must be one of train, val, test"):
+        collection.shapes("training")
+    with pytest.raises(InputError, match="not a collection in ONet's layout"):
+        Collection(folder)
+
+
+def test_a_folder_of_meshes_is_prepared_once_and_normalised(tmp_path):
+    (tmp_path / "src" / "balls").mkdir(parents=True)
+    (tmp_path / "src" / "boxes").mkdir()
+    for index in range(3):
+        ball = trimesh.creation.icosphere(3, radius=30.0 + index)
+        ball.apply_translation([1000.0, -50.0, 7.0])                  # far from the origin, in millimetres
+        ball.export(tmp_path / "src" / "balls" / f"ball{index}.stl")
+        trimesh.creation.box((10.0, 4.0 + index, 2.0)).export(tmp_path / "src" / "boxes" / f"box{index}.obj")
+    collection = prepare_meshes(tmp_path / "src", tmp_path / "prepared")
+    assert collection.categories == ["balls", "boxes"]
+    ball = next(s for split in SPLITS for s in collection.shapes(split) if s.name == "ball0")
+    data = collection.load(ball)
+    assert np.abs(data.surface).max() <= 0.5 + 1e-6 and np.abs(np.linalg.norm(data.surface, axis=1) - 0.5).max() < 0.01
+    wrong = np.mean(data.occupancies != (np.linalg.norm(data.points.astype(np.float64), axis=1) < 0.497))
+    assert wrong < 0.005                                       # the sphere's facets lie within 0.3% of it
+    stamp = (ball.folder / "points.npz").stat().st_mtime_ns
+    trimesh.creation.icosphere(2, radius=5.0).export(tmp_path / "src" / "balls" / "ball1.stl")
+    prepare_meshes(tmp_path / "src", tmp_path / "prepared")
+    assert (ball.folder / "points.npz").stat().st_mtime_ns == stamp                  # unchanged: kept
+    redone = tmp_path / "prepared" / "balls" / "ball1" / "points.npz"
+    assert redone.stat().st_mtime_ns > stamp
+
+
+def test_binvox_written_here_reads_back_and_long_runs_are_split(tmp_path):
+    grid = np.zeros((32, 32, 32), bool)
+    grid[:, :20] = True                                        # runs far longer than 255
+    grid[5, 25, 3] = True
+    (tmp_path / "g.binvox").write_bytes(binvox_bytes(grid))
+    np.testing.assert_array_equal(load_observation(tmp_path / "g.binvox"), grid)
