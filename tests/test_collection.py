@@ -2,6 +2,7 @@
 
 import numpy as np
 import pytest
+import torch
 import trimesh
 
 from occnet.runtime.errors import InputError
@@ -109,3 +110,31 @@ def test_binvox_written_here_reads_back_and_long_runs_are_split(tmp_path):
     grid[5, 25, 3] = True
     (tmp_path / "g.binvox").write_bytes(binvox_bytes(grid))
     np.testing.assert_array_equal(load_observation(tmp_path / "g.binvox"), grid)
+
+
+def test_a_conditional_model_trains_on_a_collection_and_exports_as_onets(synthetic, tmp_path):
+    """A few epochs of the small model: ONet's checkpoint with occnet's entry, metrics and curve; the loss falls;
+    occ-export takes best.pt with the threshold and cloud size it records, and the model reconstructs a
+    validation shape's cloud."""
+    from conftest import run_cli
+
+    from occnet.runtime import OccupancyModel
+    from occnet.train.conditional import ConditionalConfig, train_conditional
+    from occnet.train.onet_checkpoint import load_onet_checkpoint
+
+    config = ConditionalConfig(epochs=4, steps_per_epoch=6, batch_shapes=4, points_per_shape=512, cloud_points=200,
+                               lr=1e-3, threshold=0.3, val_points=1024)
+    history = train_conditional(synthetic, config, tmp_path / "run")
+    assert sorted(p.name for p in (tmp_path / "run").iterdir()) == ["best.pt", "last.pt", "loss.png", "metrics.csv"]
+    assert len(history) == 4 and history[-1].train_loss < history[0].train_loss
+    best = max(history, key=lambda m: m.val_iou)
+    ckpt = load_onet_checkpoint(tmp_path / "run" / "best.pt")
+    assert (ckpt.config.threshold, ckpt.config.cloud_points) == (0.3, 200)
+    state = torch.load(tmp_path / "run" / "best.pt", weights_only=False)
+    assert state["epoch_it"] == best.epoch and state["it"] == 6 * best.epoch
+    result = run_cli("occ-export", str(tmp_path / "run" / "best.pt"), str(tmp_path / "m.onnx"))
+    assert result.returncode == 0, result.stderr
+    model = OccupancyModel(tmp_path / "m.onnx", device="cpu")
+    assert (model.info.condition.threshold, model.info.condition.points) == (0.3, 200)
+    cloud = synthetic.load(synthetic.shapes("val")[0]).surface
+    assert model.given(cloud).logits(np.zeros((5, 3))).shape == (5,)

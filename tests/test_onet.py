@@ -115,6 +115,8 @@ class Payload:
     (lambda s: {**s, "payload": Payload()}, "refused: it holds objects that safe .weights_only. loading does not "
                                             "allow, so it could run code"),
     (lambda s: {**s, "scheduler": {}}, "not an ONet checkpoint: unexpected entries scheduler"),
+    (lambda s: {**s, "occnet": {"threshold": 2.0, "cloud_points": 300}}, "its occnet entry must hold a threshold "
+                                                                          r"in \(0, 1\)"),
     (lambda s: {k: v for k, v in s.items() if k != "model"}, "not an ONet checkpoint .no 'model' entry"),
     (lambda s: {**s, "model": {k: v for k, v in s["model"].items() if k != "decoder.block2.fc_0.bias"}},
      "its weights do not fit encoder pointnet_resnet 24 wide, c_dim 32, decoder cbatchnorm 40 wide: missing "

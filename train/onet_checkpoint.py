@@ -22,6 +22,9 @@ from occnet.train.onet import BLOCKS, ENCODERS, ConditionalOccNet, OnetArchitect
 
 ONET_KEYS = ("model", "optimizer", "epoch_it", "it", "loss_val_best")
 """What ONet's ``CheckpointIO`` saves: the weights under ``model``, the rest training state."""
+OCCNET_ENTRY = "occnet"
+"""The entry occnet's own training adds (:mod:`occnet.train.conditional`): what ONet keeps in its config file
+(``threshold``, ``cloud_points``) beside the run's record."""
 DEFAULT_THRESHOLD = 0.2
 """ONet's ``test.threshold`` for its point-cloud and voxel models: the probability the surface is meshed at."""
 DEFAULT_CLOUD_POINTS = 300
@@ -84,7 +87,7 @@ def onet_checkpoint(path: Path, state: object, config: Path | None = None) -> On
     """Validate ``state``, as loaded from ``path``, as ONet's checkpoint (see :func:`load_onet_checkpoint`)."""
     if not isinstance(state, dict) or "model" not in state:
         raise CheckpointError(f"{path}: not an ONet checkpoint (no 'model' entry with the weights)")
-    other = sorted(str(key) for key in state if key not in ONET_KEYS)
+    other = sorted(str(key) for key in state if key not in (*ONET_KEYS, OCCNET_ENTRY))
     if other:
         raise CheckpointError(f"{path}: not an ONet checkpoint: unexpected entries {', '.join(other)}")
     weights = state["model"]
@@ -94,7 +97,8 @@ def onet_checkpoint(path: Path, state: object, config: Path | None = None) -> On
         arch = infer_architecture(weights)
     except InputError as exc:
         raise CheckpointError(f"{path}: {exc}") from None
-    settings = OnetConfig(arch) if config is None else read_onet_config(config)
+    settings = read_onet_config(config) if config is not None else \
+        _recorded(path, state[OCCNET_ENTRY], arch) if OCCNET_ENTRY in state else OnetConfig(arch)
     if settings.architecture != arch:
         raise CheckpointError(f"{path}: its weights are for {describe(arch)}, but {config} describes "
                               f"{describe(settings.architecture)}")
@@ -107,6 +111,17 @@ def onet_checkpoint(path: Path, state: object, config: Path | None = None) -> On
         raise CheckpointError(f"{path}: its weights hold NaN or infinite values")
     return OnetCheckpoint(path, {k: v.float() if v.is_floating_point() else v for k, v in weights.items()},
                           settings)
+
+
+def _recorded(path: Path, entry: object, arch: OnetArchitecture) -> OnetConfig:
+    """The settings occnet's training recorded in its checkpoint's ``occnet`` entry."""
+    threshold = entry.get("threshold") if isinstance(entry, dict) else None
+    points = entry.get("cloud_points") if isinstance(entry, dict) else None
+    if isinstance(threshold, bool) or not isinstance(threshold, float) or not 0 < threshold < 1 or \
+            isinstance(points, bool) or not isinstance(points, int) or points < 1:
+        raise CheckpointError(f"{path}: its occnet entry must hold a threshold in (0, 1) and a positive "
+                              f"cloud_points, got {threshold!r} and {points!r}")
+    return OnetConfig(arch, threshold, points)
 
 
 def describe(arch: OnetArchitecture) -> str:
