@@ -138,3 +138,42 @@ def test_a_conditional_model_trains_on_a_collection_and_exports_as_onets(synthet
     assert (model.info.condition.threshold, model.info.condition.points) == (0.3, 200)
     cloud = synthetic.load(synthetic.shapes("val")[0]).surface
     assert model.given(cloud).logits(np.zeros((5, 3))).shape == (5,)
+
+
+TINY = ["--steps-per-epoch", "3", "--batch-shapes", "4", "--points-per-shape", "256", "--val-points", "512",
+        "--cloud-points", "100", "--lr", "1e-3"]
+
+
+def test_occ_train_takes_a_collection_and_a_resumed_run_ends_where_an_uninterrupted_one_ends(synthetic, tmp_path):
+    from conftest import run_cli
+
+    from occnet.train.conditional import train_conditional
+    from occnet.train.config import ConditionalConfig
+
+    first = run_cli("occ-train", str(synthetic.root), "--out-dir", str(tmp_path / "run"), "--epochs", "2", *TINY)
+    assert first.returncode == 0, first.stderr
+    assert "2 epochs (6 steps); best.pt from epoch" in first.stdout and "pointcloud model, small" in first.stderr
+    resumed = run_cli("occ-train", "--resume", str(tmp_path / "run"), "--epochs", "3")
+    assert resumed.returncode == 0, resumed.stderr
+    config = ConditionalConfig(epochs=3, steps_per_epoch=3, batch_shapes=4, points_per_shape=256, val_points=512,
+                               cloud_points=100, lr=1e-3)
+    train_conditional(synthetic, config, tmp_path / "whole")
+    ours = torch.load(tmp_path / "run" / "last.pt", weights_only=False)
+    whole = torch.load(tmp_path / "whole" / "last.pt", weights_only=False)
+    assert ours["it"] == whole["it"] == 9 and ours["epoch_it"] == 3
+    for name, tensor in whole["model"].items():
+        assert torch.equal(ours["model"][name], tensor), name
+    assert ours["occnet"]["history"][2]["val_loss"] == whole["occnet"]["history"][2]["val_loss"]
+
+
+@pytest.mark.parametrize("args,match", [
+    (["--num-points", "5000"], "--num-points apply to one shape, not to a collection"),
+    (["--device", "cpu", "--encoding", "fourier"], "--device, --encoding apply to one shape"),
+])
+def test_single_shape_options_with_a_collection_are_refused_by_name(synthetic, tmp_path, args, match):
+    from conftest import run_cli
+    from test_cli import assert_clean_failure
+
+    result = run_cli("occ-train", str(synthetic.root), "--out-dir", str(tmp_path / "run"), *args)
+    assert_clean_failure(result, "occ-train", match)
+    assert not (tmp_path / "run").exists()

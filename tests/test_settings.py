@@ -10,7 +10,7 @@ from conftest import DEMO_ONNX
 from occnet.batch.job import BatchSettings
 from occnet.runtime import MeshSettings, OccupancyModel
 from occnet.runtime.errors import InputError
-from occnet.train.config import SamplingConfig, TrainConfig
+from occnet.train.config import ConditionalConfig, SamplingConfig, TrainConfig
 from occnet.train.encodings import Fourier
 
 
@@ -134,8 +134,9 @@ def test_each_option_is_declared_once_on_its_record_and_every_command_takes_it_f
                 if "help" in f.metadata and (only is None or f.name in only) and f.name not in exclude}
 
     train, batch, mesh = _options(train_app), _options(batch_app), _options(mesh_app)
-    training = {**declared(TrainConfig), **declared(Fourier), **declared(SamplingConfig)}
-    assert len(training) == 18 and training.items() <= train.items()
+    training = {**declared(TrainConfig), **declared(Fourier), **declared(SamplingConfig),
+                **declared(ConditionalConfig)}
+    assert len(training) == 27 and training.items() <= train.items()
     assert train["encoding"] == "none" and train["fourier_features"] == 32
     assert set(train) - set(training) == {"out_dir", "resume", "force"}
     batch_options = {**declared(TrainConfig, exclude=("threads",)), **declared(Fourier), **declared(SamplingConfig),

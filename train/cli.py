@@ -1,9 +1,10 @@
-"""``occ-train``: fit an occupancy network to labelled points, a mesh, or the built-in demo shape."""
+"""``occ-train``: fit an occupancy network to labelled points, a mesh, or the built-in demo shape; or a
+conditional one (ONet's recipe) to a collection of shapes."""
 
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, replace
+from dataclasses import asdict, fields, replace
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -11,7 +12,7 @@ import typer
 
 from occnet.runtime.console import Interrupted, run_app
 from occnet.runtime.options import with_options
-from occnet.train.config import SamplingConfig, TrainConfig, encoding_options, training_records
+from occnet.train.config import ConditionalConfig, SamplingConfig, TrainConfig, encoding_options, training_records
 
 train_app = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
 RESUME_ALLOWS = {"data", "resume", "epochs"}
@@ -19,12 +20,19 @@ RESUME_ALLOWS = {"data", "resume", "epochs"}
 and DATA names its data where the file has moved."""
 
 
+SHARED = {"epochs", "lr", "seed", "threads"}
+"""Options a collection's training takes from occ-train's own (given on the command line; its defaults are the
+recipe's)."""
+
+
 @train_app.command()
 @with_options(TrainConfig, *encoding_options(), SamplingConfig)
+@with_options(ConditionalConfig)
 def occ_train(
     ctx: typer.Context,
     data: Annotated[Optional[Path], typer.Argument(help=".npz points+occupancies, a mesh (.obj .ply .stl "
-                    ".off .glb), or nothing for the built-in demo shape.")] = None,
+                    ".off .glb), nothing for the built-in demo shape, or a collection in ONet's layout (a "
+                    "folder: a conditional model, --condition).")] = None,
     out_dir: Annotated[Path, typer.Option(help="Folder for best.pt, last.pt, metrics.csv, loss.png.")]
     = Path("."),
     resume: Annotated[Optional[Path], typer.Option(help="Continue the run in this folder from last.pt, "
@@ -37,9 +45,14 @@ def occ_train(
     finished = []                                    # epochs this process completed
     try:                                             # an interrupt from the first import on says what is kept
         from occnet.runtime.console import progress_bar
+        from occnet.train.conditional import recorded_run
         from occnet.train.sampling import load_points
-        from occnet.train.trainer import claim_run, fit, run_options
+        from occnet.train.trainer import RunFiles, claim_run, fit, run_options
 
+        recorded = recorded_run(resume) if resume is not None and RunFiles.in_folder(resume).last.is_file() else None
+        if recorded is not None or (data is not None and data.is_dir()):
+            _train_collection(ctx, data, run_dir, resume, force, recorded, finished)
+            return
         if resume is not None:
             given = [p.name for p in ctx.command.params if p.name not in RESUME_ALLOWS
                      and ctx.get_parameter_source(p.name).name == "COMMANDLINE"]
@@ -81,6 +94,52 @@ def occ_train(
                f"val loss {best.val_loss:.4f}, val IoU {best.val_iou:.4f}, val accuracy {best.val_accuracy:.4f}")
     written = [f for f in (files.best, files.last, files.metrics, files.plot) if f.exists()]
     typer.echo(f"files: {', '.join(map(str, written))}")
+
+
+def _train_collection(ctx: typer.Context, data: Path | None, run_dir: Path, resume: Path | None, force: bool,
+                      recorded, finished: list[int]) -> None:
+    """A conditional model trained on the collection ``data`` (or resumed from what ``recorded`` says)."""
+    from occnet.runtime.console import progress_bar
+    from occnet.runtime.options import make_record
+    from occnet.train.collection import Collection
+    from occnet.train.conditional import train_conditional
+
+    given = {p.name for p in ctx.command.params if ctx.get_parameter_source(p.name).name == "COMMANDLINE"}
+    if resume is not None:
+        extra = sorted(given - RESUME_ALLOWS)
+        if extra:
+            names = ", ".join("--" + name.replace("_", "-") for name in extra)
+            raise typer.BadParameter(f"{names} cannot be combined with --resume: a resumed run keeps the options "
+                                     "it recorded (only --epochs and DATA may be given)")
+        config, recorded_root = recorded
+        if "epochs" in given:
+            config = replace(config, epochs=ctx.params["epochs"])
+        data = data or recorded_root
+    else:
+        own = {f.name for f in fields(ConditionalConfig)}
+        extra = sorted(given - own - {"data", "out_dir", "force"})
+        if extra:
+            names = ", ".join("--" + name.replace("_", "-") for name in extra)
+            raise typer.BadParameter(f"{names} apply to one shape, not to a collection")
+        config = make_record(ConditionalConfig, {k: v for k, v in ctx.params.items()
+                                                 if k in own and (k not in SHARED or k in given)})
+    collection = Collection(data)
+    typer.echo(f"data: {collection.root}: {len(collection.shapes('train')):,} training and "
+               f"{len(collection.shapes('val')):,} validation shapes in {len(collection.categories)} classes; "
+               f"{config.condition} model, {config.size}", err=True)
+
+    def on_epoch(row) -> None:
+        finished.append(row.epoch)
+        update(row.epoch)
+
+    with progress_bar("training", total=config.epochs) as update:
+        history = train_conditional(collection, config, run_dir, resume=resume is not None, force=force,
+                                    on_epoch=on_epoch)
+    best = max(history, key=lambda m: m.val_iou)
+    typer.echo(f"{len(history)} epochs ({len(history) * config.steps_per_epoch:,} steps); best.pt from epoch "
+               f"{best.epoch}: val IoU {best.val_iou:.4f} at threshold {config.threshold:g}, val loss "
+               f"{best.val_loss:.4f}")
+    typer.echo(f"files: {', '.join(str(run_dir / name) for name in ('best.pt', 'last.pt', 'metrics.csv', 'loss.png'))}")
 
 
 def _fmt(v) -> str:

@@ -22,57 +22,19 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from occnet.runtime.checks import check_choice, check_integer, check_real
+from occnet.runtime.errors import InputError
 from occnet.runtime.files import write_bytes_atomic
+from occnet.train.checkpoint import read_torch_file
 from occnet.train.collection import Collection, ShapeData
-from occnet.train.onet import ConditionalOccNet, OnetArchitecture
+from occnet.train.config import ConditionalConfig
+from occnet.train.onet import ConditionalOccNet
+from occnet.train.onet_checkpoint import NUMPY_GLOBALS, OCCNET_ENTRY
 from occnet.train.plot import plot_history
-from occnet.train.trainer import EpochMetrics, torch_threads, write_metrics
+from occnet.train.trainer import EpochMetrics, RunFiles, claim_run, torch_threads, write_metrics
 
-SIZES = {"small": OnetArchitecture("pointnet_resnet", 64, 64, 64), "onet": OnetArchitecture()}
-"""Network sizes by name: ``small`` trains on a CPU (about 2 steps a second on one core); ``onet`` is ONet's
-released model (10.4 M parameters: a GPU's work). The voxel condition takes the voxel encoder at the same
-code and decoder sizes."""
 KEPT_POINTS = 10_000
 """Query and surface points kept in memory per shape (a seeded subset of ONet's 100,000): 1,000 shapes take
 about 250 MB instead of 2.5 GB."""
-
-
-@dataclass(frozen=True)
-class ConditionalConfig:
-    """ONet's recipe at a CPU's size by default; see the module's docstring."""
-
-    condition: str = "pointcloud"
-    size: str = "small"
-    epochs: int = 50
-    steps_per_epoch: int = 50
-    batch_shapes: int = 16
-    points_per_shape: int = 2048
-    cloud_points: int = 300
-    cloud_noise: float = 0.005
-    lr: float = 1e-4
-    threshold: float = 0.2
-    val_points: int = 4096
-    seed: int = 0
-    threads: int = 1
-
-    def __post_init__(self) -> None:
-        check_choice("condition", self.condition, ("pointcloud", "voxels"))
-        check_choice("size", self.size, tuple(SIZES))
-        for name in ("epochs", "steps_per_epoch", "batch_shapes", "points_per_shape", "cloud_points", "val_points",
-                     "threads"):
-            object.__setattr__(self, name, check_integer(name.replace("_", " "), getattr(self, name), 1))
-        object.__setattr__(self, "seed", check_integer("seed", self.seed, 0, 2**63 - 1))
-        object.__setattr__(self, "cloud_noise", check_real("cloud noise", self.cloud_noise, at_least=0))
-        object.__setattr__(self, "lr", check_real("learning rate", self.lr, above=0))
-        object.__setattr__(self, "threshold", check_real("threshold", self.threshold, above=0, below=1))
-
-    @property
-    def architecture(self) -> OnetArchitecture:
-        arch = SIZES[self.size]
-        if self.condition == "voxels":
-            return OnetArchitecture("voxel_simple", arch.c_dim, 512, arch.hidden_size)
-        return arch
 
 
 @dataclass(frozen=True)
@@ -112,26 +74,36 @@ def observe(shapes: Shapes, index: torch.Tensor, config: ConditionalConfig, gene
     return cloud + config.cloud_noise * torch.randn(cloud.shape, generator=generator)
 
 
-def train_conditional(collection: Collection, config: ConditionalConfig, out_dir: str | Path) -> list[EpochMetrics]:
+def train_conditional(collection: Collection, config: ConditionalConfig, out_dir: str | Path, *,
+                      resume: bool = False, force: bool = False, on_epoch=None) -> list[EpochMetrics]:
     """Train on ``collection``'s train split, select on its val split; writes ``best.pt``, ``last.pt``,
-    ``metrics.csv`` and ``loss.png`` into ``out_dir``; returns the history."""
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    ``metrics.csv`` and ``loss.png`` into ``out_dir`` (claimed as occ-train claims its folder); returns the
+    history. ``resume`` continues from ``last.pt`` (``config.epochs`` may extend the run) and ends where an
+    uninterrupted run ends; ``on_epoch`` sees each epoch's row."""
+    with claim_run(Path(out_dir), resume, force) as files:
+        return _fit(collection, config, files, resume, on_epoch)
+
+
+def _fit(collection: Collection, config: ConditionalConfig, files: RunFiles, resume: bool, on_epoch) -> list:
     voxels = config.condition == "voxels"
     train = hold(collection, "train", voxels, config.seed)
     val = hold(collection, "val", voxels, config.seed + 1)
+    if not len(train.points) or not len(val.points):
+        raise InputError(f"{collection.root}: training needs shapes in both its train and val lists")
     generator = torch.Generator().manual_seed(config.seed)
     with torch_threads(config.threads), torch.random.fork_rng(devices=[]):
         torch.manual_seed(config.seed)                    # the initial weights, not the caller's generator
         model = ConditionalOccNet(config.architecture)
         optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
-        val_index = torch.arange(len(val.points))
-        val_seen = observe(val, val_index, config, torch.Generator().manual_seed(config.seed + 2))
+        val_seen = observe(val, torch.arange(len(val.points)), config, torch.Generator().manual_seed(config.seed + 2))
         val_points, val_labels = val.points[:, :config.val_points], val.occupancies[:, :config.val_points]
         level = math.log(config.threshold / (1 - config.threshold))
         history: list[EpochMetrics] = []
-        best_iou, step = -1.0, 0
-        for epoch in range(1, config.epochs + 1):
+        step = 0
+        if resume:
+            step = _restore(files.last, config, collection, model, optimizer, generator, history)
+        best_iou = max((m.val_iou for m in history), default=-1.0)
+        for epoch in range(len(history) + 1, config.epochs + 1):
             began = time.perf_counter()
             model.train()
             losses = []
@@ -157,22 +129,60 @@ def train_conditional(collection: Collection, config: ConditionalConfig, out_dir
                 accuracy = float((inside == truth).float().mean())
             history.append(EpochMetrics(epoch, float(np.mean(losses)), val_loss, iou, accuracy, config.lr,
                                         time.perf_counter() - began))
-            state = _checkpoint(model, optimizer, epoch, step, val_loss, config, history)
-            write_bytes_atomic(out_dir / "last.pt", state)
+            state = _checkpoint(model, optimizer, generator, step, val_loss, config, collection, history)
             if iou > best_iou:
                 best_iou = iou
-                write_bytes_atomic(out_dir / "best.pt", state)
-            write_metrics(history, out_dir / "metrics.csv")
-        plot_history(history, out_dir / "loss.png")
+                write_bytes_atomic(files.best, state)
+            write_bytes_atomic(files.last, state)
+            write_metrics(history, files.metrics)
+            if on_epoch:
+                on_epoch(history[-1])
+        plot_history(history, files.plot)
     return history
 
 
-def _checkpoint(model, optimizer, epoch: int, step: int, val_loss: float, config: ConditionalConfig,
-                history: list[EpochMetrics]) -> bytes:
-    """ONet's checkpoint, with an ``occnet`` entry: the threshold and cloud size export needs, the record."""
+def recorded_run(run_dir: str | Path) -> tuple[ConditionalConfig, Path] | None:
+    """The options and collection a conditional run in ``run_dir`` recorded in its ``last.pt``; None where the
+    folder's run is not one (occ-train's single-shape runs)."""
+    state = read_torch_file(RunFiles.in_folder(Path(run_dir)).last, legacy=True, allowed=NUMPY_GLOBALS)
+    entry = state.get(OCCNET_ENTRY) if isinstance(state, dict) and "format" not in state else None
+    if not isinstance(entry, dict) or "config" not in entry:
+        return None
+    try:
+        return ConditionalConfig(**entry["config"]), Path(entry["collection"])
+    except (TypeError, KeyError, InputError) as exc:
+        raise InputError(f"{run_dir}/last.pt: does not record its training options ({exc})") from None
+
+
+def _restore(path: Path, config: ConditionalConfig, collection: Collection, model, optimizer,
+             generator: torch.Generator, history: list[EpochMetrics]) -> int:
+    """Load ``last.pt`` into the live objects; returns the steps taken."""
+    state = read_torch_file(path, legacy=True, allowed=NUMPY_GLOBALS)
+    entry = state.get(OCCNET_ENTRY, {})
+    recorded = ConditionalConfig(**{**entry.get("config", {}), "epochs": config.epochs})
+    if recorded != config:
+        raise InputError(f"{path}: was trained with other options; resume with the same ones")
+    if Path(entry.get("collection", "")) != collection.root:
+        raise InputError(f"{path}: was trained on the collection {entry.get('collection')}, not {collection.root}")
+    if config.epochs <= state["epoch_it"]:
+        raise InputError(f"{path}: the run has finished {state['epoch_it']} epochs already; --epochs must be "
+                         "larger to extend it")
+    model.load_state_dict(state["model"])
+    optimizer.load_state_dict(state["optimizer"])
+    generator.set_state(entry["generator"])
+    history.extend(EpochMetrics(**m) for m in entry["history"])
+    return int(state["it"])
+
+
+def _checkpoint(model, optimizer, generator: torch.Generator, step: int, val_loss: float,
+                config: ConditionalConfig, collection: Collection, history: list[EpochMetrics]) -> bytes:
+    """ONet's checkpoint, with an ``occnet`` entry: the threshold and cloud size export needs, and what a
+    resume needs (the options, the collection, the sampling generator's state, the history)."""
     buffer = io.BytesIO()
-    torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(), "epoch_it": epoch, "it": step,
-                "loss_val_best": np.float64(val_loss),
-                "occnet": {"threshold": config.threshold, "cloud_points": config.cloud_points,
-                           "config": asdict(config), "history": [asdict(m) for m in history]}}, buffer)
+    torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(), "epoch_it": len(history),
+                "it": step, "loss_val_best": np.float64(val_loss),
+                OCCNET_ENTRY: {"threshold": config.threshold, "cloud_points": config.cloud_points,
+                               "config": asdict(config), "collection": str(collection.root),
+                               "generator": generator.get_state(), "history": [asdict(m) for m in history]}},
+               buffer)
     return buffer.getvalue()

@@ -113,6 +113,55 @@ class SamplingConfig:
             object.__setattr__(self, name, value)
 
 
+CONDITIONAL_SIZES = {"small": (64, 64, 64), "onet": (512, 512, 256)}
+"""A conditional network's sizes by name, ``(c_dim, encoder width, decoder width)``: ``small`` trains on a CPU
+(about 2 steps a second on one core); ``onet`` is ONet's released point-cloud model (10.4 M parameters: a
+GPU's work). The voxel condition takes the voxel encoder at the same code and decoder sizes."""
+
+
+@dataclass(frozen=True)
+class ConditionalConfig:
+    """ONet's recipe at a CPU's size by default; see the module's docstring. ``epochs``, ``lr``, ``seed`` and
+    ``threads`` are occ-train's own options (their defaults here are this recipe's)."""
+
+    condition: str = option("pointcloud", "Collections: what the model reconstructs from.",
+                            choices=("pointcloud", "voxels"))
+    size: str = option("small", "Collections: small (CPU) or onet (ONet's 10.4 M, a GPU's work).",
+                       choices=tuple(CONDITIONAL_SIZES))
+    epochs: int = 50
+    steps_per_epoch: int = option(50, "Collections: optimiser steps between validations.")
+    batch_shapes: int = option(16, "Collections: shapes per step.")
+    points_per_shape: int = option(2048, "Collections: query points per shape and step (ONet: 2048).")
+    cloud_points: int = option(300, "Collections: points of an input cloud (ONet: 300).")
+    cloud_noise: float = option(0.005, "Collections: noise of an input cloud (ONet: 0.005).")
+    lr: float = 1e-4
+    threshold: float = option(0.2, "Collections: probability of the surface, for selection and meshing.")
+    val_points: int = option(4096, "Collections: query points per validation shape.")
+    seed: int = 0
+    threads: int = 1
+
+    def __post_init__(self) -> None:
+        check_choice("condition", self.condition, ("pointcloud", "voxels"))
+        check_choice("size", self.size, tuple(CONDITIONAL_SIZES))
+        for name in ("epochs", "steps_per_epoch", "batch_shapes", "points_per_shape", "cloud_points", "val_points",
+                     "threads"):
+            object.__setattr__(self, name, check_integer(name.replace("_", " "), getattr(self, name), 1))
+        object.__setattr__(self, "seed", check_integer("seed", self.seed, 0, 2**63 - 1))
+        object.__setattr__(self, "cloud_noise", check_real("cloud noise", self.cloud_noise, at_least=0))
+        object.__setattr__(self, "lr", check_real("learning rate", self.lr, above=0))
+        object.__setattr__(self, "threshold", check_real("threshold", self.threshold, above=0, below=1))
+
+    @property
+    def architecture(self):
+        """The network's :class:`~occnet.train.onet.OnetArchitecture` (imported here: this module stays light)."""
+        from occnet.train.onet import OnetArchitecture
+
+        c_dim, width, hidden = CONDITIONAL_SIZES[self.size]
+        if self.condition == "voxels":
+            return OnetArchitecture("voxel_simple", c_dim, 512, hidden)
+        return OnetArchitecture("pointnet_resnet", c_dim, width, hidden)
+
+
 def training_records(values: dict) -> tuple[TrainConfig, SamplingConfig]:
     """The training and sampling records from a command's option values (see :func:`encoding_options`); only
     the chosen encoding's options count."""
