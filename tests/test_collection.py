@@ -5,17 +5,10 @@ import pytest
 import torch
 import trimesh
 
+from occnet.runtime.collection import BOX, POINTS, SPLITS, Collection
 from occnet.runtime.errors import InputError
 from occnet.runtime.observation import load_observation
-from occnet.train.collection import (
-    BOX,
-    POINTS,
-    SPLITS,
-    Collection,
-    binvox_bytes,
-    prepare_meshes,
-    synthetic_collection,
-)
+from occnet.train.collection import binvox_bytes, prepare_meshes, synthetic_collection
 from occnet.train.synthetic import CLASSES, make_solid
 
 

@@ -99,9 +99,9 @@ def occ_train(
 def _train_collection(ctx: typer.Context, data: Path | None, run_dir: Path, resume: Path | None, force: bool,
                       recorded, finished: list[int]) -> None:
     """A conditional model trained on the collection ``data`` (or resumed from what ``recorded`` says)."""
+    from occnet.runtime.collection import Collection
     from occnet.runtime.console import progress_bar
     from occnet.runtime.options import make_record
-    from occnet.train.collection import Collection
     from occnet.train.conditional import train_conditional
 
     given = {p.name for p in ctx.command.params if ctx.get_parameter_source(p.name).name == "COMMANDLINE"}

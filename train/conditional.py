@@ -22,10 +22,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from occnet.runtime.collection import Collection, ShapeData
 from occnet.runtime.errors import InputError
 from occnet.runtime.files import write_bytes_atomic
 from occnet.train.checkpoint import read_torch_file
-from occnet.train.collection import Collection, ShapeData
 from occnet.train.config import ConditionalConfig
 from occnet.train.onet import ConditionalOccNet
 from occnet.train.onet_checkpoint import NUMPY_GLOBALS, OCCNET_ENTRY
