@@ -17,7 +17,11 @@ eval_app = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
 @eval_app.command()
 def occ_eval(
     first: Annotated[Path, typer.Argument(help="A mesh, or an occnet ONNX model.")],
-    second: Annotated[Path, typer.Argument(help="The reference mesh, or labelled points (.npz) for a model.")],
+    second: Annotated[Path, typer.Argument(help="The reference mesh; labelled points (.npz) for a model; a "
+                      "collection in ONet's layout (a folder) for a conditional model.")],
+    split: Annotated[str, typer.Option(help="Collection mode: the split whose shapes are reconstructed.")]
+    = "test",
+    resolution: Annotated[int, typer.Option(help="Collection mode: grid of each reconstruction.")] = 128,
     tau: Annotated[Optional[list[float]], typer.Option(help="Extra F-score threshold(s), x longest side; "
                                                        "F-score at 0.01 is always reported.")] = None,
     samples: Annotated[int, typer.Option(help="Surface samples per mesh (ONet: 100000).")] = 100_000,
@@ -26,14 +30,18 @@ def occ_eval(
     seed: Annotated[int, typer.Option(help="Seed for the samples: same seed, same figures.")] = 0,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
 ) -> None:
-    """Chamfer-L1, normal consistency, F-score and IoU of MESH against REFERENCE (ONet's metrics), or IoU
-    and accuracy of MODEL.onnx on labelled POINTS.npz."""
+    """Chamfer-L1, normal consistency, F-score and IoU of MESH against REFERENCE (ONet's metrics); IoU and
+    accuracy of MODEL.onnx on labelled POINTS.npz; or a conditional MODEL.onnx on a COLLECTION's shapes, each
+    reconstructed from an observation, beside the convex hull of the same observation."""
     from occnet.runtime.evaluate import compare_meshes, evaluate_model
     from occnet.runtime.inside import MAX_AMBIGUOUS
     from occnet.runtime.meshio import mesh_format, read_mesh
     from occnet.runtime.points import load_npz
     from occnet.runtime.session import OccupancyModel
 
+    if first.suffix.lower() == ".onnx" and second.is_dir():
+        _score_collection(first, second, split, resolution, samples, seed, as_json)
+        return
     if first.suffix.lower() == ".onnx":
         if second.suffix.lower() != ".npz":
             raise InputError(f"a model is evaluated on labelled points (.npz), not {second.name}")
@@ -54,6 +62,39 @@ def occ_eval(
     for note in result.notes:
         typer.echo(f"warning: {note}", err=True)
     typer.echo(json.dumps(result.to_dict()) if as_json else text)
+
+
+def _score_collection(model_path: Path, root: Path, split: str, resolution: int, samples: int, seed: int,
+                      as_json: bool) -> None:
+    from occnet.runtime.collection import Collection
+    from occnet.runtime.console import progress_bar
+    from occnet.runtime.reconstruction import FIGURES, score_collection
+    from occnet.runtime.session import OccupancyModel
+    from occnet.runtime.settings import MeshSettings
+
+    collection = Collection(root)
+    model = OccupancyModel(model_path, device="auto")
+    with progress_bar("reconstructing") as update:
+        scores = score_collection(model, collection, split, MeshSettings(resolution=resolution), samples, seed,
+                                  lambda done, total: update(done))
+    if as_json:
+        typer.echo(json.dumps(scores.to_dict()))
+        return
+    summary = scores.summary()
+    names = {"iou": "IoU", "chamfer_l1": "Chamfer-L1", "normal_consistency": "normal consistency",
+             "f_score": "F@1%"}
+    typer.echo(f"{model_path.name} on the {split} split of {root} ({len(scores.rows) // 2} shapes; hull: the "
+               "convex hull of the same observation)")
+    typer.echo("| class | method | " + " | ".join(names[f] for f in FIGURES) + " |")
+    typer.echo("|---|---|" + "---|" * len(FIGURES))
+    for category in [*summary["model"]["classes"], "all"]:
+        for method, part in summary.items():
+            figures = part["all"] if category == "all" else part["classes"][category]
+            cells = " | ".join("-" if figures[f] is None else f"{figures[f]:.4f}" for f in FIGURES)
+            typer.echo(f"| {category} | {method} | {cells} |")
+    if summary["model"]["empty"]:
+        typer.echo(f"warning: {summary['model']['empty']} reconstructions had no surface (IoU 0, no surface "
+                   "figures)", err=True)
 
 
 def eval_main(argv: list[str] | None = None) -> None:

@@ -90,22 +90,30 @@ def compare_meshes(mesh: trimesh.Trimesh, reference: trimesh.Trimesh, samples: i
             raise InputError(f"the {name} has no surface to sample")
     rng = np.random.default_rng(seed)
     scale = float(np.ptp(reference.bounds, axis=0).max())
-    pred, pred_n = _surface(mesh, samples, rng)
-    true, true_n = _surface(reference, samples, rng)
+    pred, pred_n = surface_samples(mesh, samples, rng)
+    true, true_n = surface_samples(reference, samples, rng)
+    to_reference, from_reference, normals, fscore = surface_distances(pred, pred_n, true, true_n, scale, taus)
+    volume = volume_iou(mesh, reference, iou_samples, rng)
+    return MeshMetrics(0.5 * (to_reference + from_reference), to_reference, from_reference, normals,
+                       fscore, volume, samples, scale, placement_notes(mesh.bounds, reference.bounds))
+
+
+def surface_distances(pred: np.ndarray, pred_n: np.ndarray, true: np.ndarray, true_n: np.ndarray, scale: float,
+                      taus: tuple[float, ...]) -> tuple[float, float, float, dict[float, float]]:
+    """ONet's surface figures of samples ``pred (P, 3)`` with unit normals ``pred_n`` against ``true (T, 3)``
+    with ``true_n``, distances divided by ``scale``: (mean distance to the reference, from it, normal
+    consistency, F-score at each tau)."""
     with signals.uninterrupted():            # the query's threads must finish before its arrays can be freed
         to_true, idx_true = cKDTree(true).query(pred, workers=-1)
         to_pred, idx_pred = cKDTree(pred).query(true, workers=-1)
     to_true, to_pred = to_true / scale, to_pred / scale
-    to_reference, from_reference = float(to_true.mean()), float(to_pred.mean())
     normals = 0.5 * (np.abs(np.einsum("ij,ij->i", pred_n, true_n[idx_true])).mean()
                      + np.abs(np.einsum("ij,ij->i", true_n, pred_n[idx_pred])).mean())
     fscore = {}
     for tau in sorted(set(taus)):
         precision, recall = float((to_true < tau).mean()), float((to_pred < tau).mean())
         fscore[tau] = 2 * precision * recall / (precision + recall) if precision + recall > 0 else 0.0
-    volume = volume_iou(mesh, reference, iou_samples, rng)
-    return MeshMetrics(0.5 * (to_reference + from_reference), to_reference, from_reference, float(normals),
-                       fscore, volume, samples, scale, placement_notes(mesh.bounds, reference.bounds))
+    return float(to_true.mean()), float(to_pred.mean()), float(normals), fscore
 
 
 SIZE_RATIO = 2.0
@@ -156,7 +164,7 @@ def evaluate_model(model: OccupancyModel, points: PointSet, threshold: float = 0
     return PointMetrics(score, float(np.mean(predicted == actual)), len(actual), threshold, notes)
 
 
-def _surface(mesh: trimesh.Trimesh, count: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+def surface_samples(mesh: trimesh.Trimesh, count: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
     """``count`` area-uniform surface points and their faces' unit normals: two ``(count, 3)`` arrays."""
     points, faces = trimesh.sample.sample_surface(mesh, count, seed=int(rng.integers(2**31)))
     return points, _unit_normals(mesh.vertices, mesh.faces[faces])

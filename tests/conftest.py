@@ -55,9 +55,10 @@ def run_cli(*args: str) -> subprocess.CompletedProcess:
     capture exit status, stdout and stderr. An uncaught exception propagates: it would be a traceback."""
     from occnet.export.cli import export_main
     from occnet.runtime.cli import mesh_main
+    from occnet.runtime.evalcli import eval_main
     from occnet.train.cli import train_main
 
-    main = {"occ-train": train_main, "occ-export": export_main, "occ-mesh": mesh_main}[args[0]]
+    main = {"occ-train": train_main, "occ-export": export_main, "occ-mesh": mesh_main, "occ-eval": eval_main}[args[0]]
     out, err = io.StringIO(), io.StringIO()
     with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
         try:

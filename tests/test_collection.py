@@ -1,5 +1,7 @@
 """Collections in ONet's layout: read as ONet's loaders read them, made from meshes or from primitives."""
 
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -131,6 +133,17 @@ def test_a_conditional_model_trains_on_a_collection_and_exports_as_onets(synthet
     assert (model.info.condition.threshold, model.info.condition.points) == (0.3, 200)
     cloud = synthetic.load(synthetic.shapes("val")[0]).surface
     assert model.given(cloud).logits(np.zeros((5, 3))).shape == (5,)
+    scored = run_cli("occ-eval", str(tmp_path / "m.onnx"), str(synthetic.root), "--resolution", "24", "--samples",
+                     "2000", "--json")
+    assert scored.returncode == 0, scored.stderr
+    report = json.loads(scored.stdout)
+    assert len(report["shapes"]) == 2 * len(synthetic.shapes("test"))
+    hull = report["summary"]["hull"]
+    assert set(hull["classes"]) == set(CLASSES) and 0.3 < hull["all"]["iou"] < 1
+    assert hull["all"]["chamfer_l1"] < 0.05 and hull["empty"] == 0
+    table = run_cli("occ-eval", str(tmp_path / "m.onnx"), str(synthetic.root), "--resolution", "24", "--samples",
+                    "2000")
+    assert table.returncode == 0 and "| all | hull |" in table.stdout and "| ring | model |" in table.stdout
 
 
 TINY = ["--steps-per-epoch", "3", "--batch-shapes", "4", "--points-per-shape", "256", "--val-points", "512",
