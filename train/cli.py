@@ -38,6 +38,12 @@ def occ_train(
     resume: Annotated[Optional[Path], typer.Option(help="Continue the run in this folder from last.pt, "
                       "with the options and data it recorded (--epochs N extends it to N epochs).")] = None,
     force: Annotated[bool, typer.Option(help="Replace a previous run in --out-dir.")] = False,
+    workers: Annotated[int, typer.Option(help="Collections: data-parallel workers on Ray Train (pip install "
+                       "'occnet[batch]'); 1 trains in this process.")] = 1,
+    address: Annotated[Optional[str], typer.Option(help="Collections with --workers: the Ray cluster to join "
+                       "(auto, ray://HOST:PORT); default: a private Ray on this machine.")] = None,
+    gpus_per_worker: Annotated[float, typer.Option(help="Collections with --workers: GPUs of each worker.")]
+    = 0.0,
     **options,
 ) -> None:
     """Train an occupancy network and keep the checkpoint with the best validation loss."""
@@ -51,8 +57,12 @@ def occ_train(
 
         recorded = recorded_run(resume) if resume is not None and RunFiles.in_folder(resume).last.is_file() else None
         if recorded is not None or (data is not None and data.is_dir()):
-            _train_collection(ctx, data, run_dir, resume, force, recorded, finished)
+            _train_collection(ctx, data, run_dir, resume, force, recorded, finished, (workers, address,
+                                                                                      gpus_per_worker))
             return
+        if workers != 1 or address is not None or gpus_per_worker:
+            raise typer.BadParameter("--workers, --address and --gpus-per-worker train a collection (a folder in "
+                                     "ONet's layout) on Ray Train; a single shape trains in this process")
         if resume is not None:
             given = [p.name for p in ctx.command.params if p.name not in RESUME_ALLOWS
                      and ctx.get_parameter_source(p.name).name == "COMMANDLINE"]
@@ -97,8 +107,9 @@ def occ_train(
 
 
 def _train_collection(ctx: typer.Context, data: Path | None, run_dir: Path, resume: Path | None, force: bool,
-                      recorded, finished: list[int]) -> None:
-    """A conditional model trained on the collection ``data`` (or resumed from what ``recorded`` says)."""
+                      recorded, finished: list[int], distributed: tuple[int, str | None, float]) -> None:
+    """A conditional model trained on the collection ``data`` (or resumed from what ``recorded`` says), in this
+    process or on ``distributed = (workers, address, gpus per worker)`` Ray Train workers."""
     from occnet.runtime.collection import Collection
     from occnet.runtime.console import progress_bar
     from occnet.runtime.options import make_record
@@ -106,7 +117,7 @@ def _train_collection(ctx: typer.Context, data: Path | None, run_dir: Path, resu
 
     given = {p.name for p in ctx.command.params if ctx.get_parameter_source(p.name).name == "COMMANDLINE"}
     if resume is not None:
-        extra = sorted(given - RESUME_ALLOWS)
+        extra = sorted(given - RESUME_ALLOWS - {"workers", "address", "gpus_per_worker"})
         if extra:
             names = ", ".join("--" + name.replace("_", "-") for name in extra)
             raise typer.BadParameter(f"{names} cannot be combined with --resume: a resumed run keeps the options "
@@ -117,7 +128,7 @@ def _train_collection(ctx: typer.Context, data: Path | None, run_dir: Path, resu
         data = data or recorded_root
     else:
         own = {f.name for f in fields(ConditionalConfig)}
-        extra = sorted(given - own - {"data", "out_dir", "force"})
+        extra = sorted(given - own - {"data", "out_dir", "force", "workers", "address", "gpus_per_worker"})
         if extra:
             names = ", ".join("--" + name.replace("_", "-") for name in extra)
             raise typer.BadParameter(f"{names} apply to one shape, not to a collection")
@@ -132,9 +143,18 @@ def _train_collection(ctx: typer.Context, data: Path | None, run_dir: Path, resu
         finished.append(row.epoch)
         update(row.epoch)
 
-    with progress_bar("training", total=config.epochs) as update:
-        history = train_conditional(collection, config, run_dir, resume=resume is not None, force=force,
-                                    on_epoch=on_epoch)
+    workers, address, gpus = distributed
+    if workers > 1 or address is not None:
+        from occnet.batch.distributed import check_workers, train_distributed
+
+        check_workers(workers, config)
+        typer.echo(f"training on {workers} Ray Train workers", err=True)
+        history = train_distributed(collection, config, run_dir, workers, address=address, gpus_per_worker=gpus,
+                                    resume=resume is not None, force=force)
+    else:
+        with progress_bar("training", total=config.epochs) as update:
+            history = train_conditional(collection, config, run_dir, resume=resume is not None, force=force,
+                                        on_epoch=on_epoch)
     best = max(history, key=lambda m: m.val_iou)
     typer.echo(f"{len(history)} epochs ({len(history) * config.steps_per_epoch:,} steps); best.pt from epoch "
                f"{best.epoch}: val IoU {best.val_iou:.4f} at threshold {config.threshold:g}, val loss "

@@ -81,16 +81,32 @@ def train_conditional(collection: Collection, config: ConditionalConfig, out_dir
     history. ``resume`` continues from ``last.pt`` (``config.epochs`` may extend the run) and ends where an
     uninterrupted run ends; ``on_epoch`` sees each epoch's row."""
     with claim_run(Path(out_dir), resume, force) as files:
-        return _fit(collection, config, files, resume, on_epoch)
+        return fit(collection, config, files, resume, on_epoch)
 
 
-def _fit(collection: Collection, config: ConditionalConfig, files: RunFiles, resume: bool, on_epoch) -> list:
+@dataclass(frozen=True)
+class World:
+    """Where this process stands among the data-parallel workers of a run: ``rank`` of ``size``. Each draws
+    ``batch_shapes / size`` shapes a step; rank 0 validates and writes the files."""
+
+    rank: int = 0
+    size: int = 1
+
+
+def fit(collection: Collection, config: ConditionalConfig, files: RunFiles, resume: bool, on_epoch=None,
+        world: World = World(), wrap=None) -> list[EpochMetrics]:
+    """The training loop of :func:`train_conditional` in a claimed run folder, as worker ``world`` of a run
+    (``wrap``: what makes the network data-parallel, e.g. Ray Train's ``prepare_model``; None for one process).
+    A step's shapes come from a generator seeded by the seed, the rank and the epoch, so a resumed run draws
+    what an uninterrupted one draws without keeping a generator's state."""
+    if config.batch_shapes % world.size:
+        raise InputError(f"batch shapes {config.batch_shapes} must divide among the {world.size} workers")
     voxels = config.condition == "voxels"
     train = hold(collection, "train", voxels, config.seed)
     val = hold(collection, "val", voxels, config.seed + 1)
     if not len(train.points) or not len(val.points):
         raise InputError(f"{collection.root}: training needs shapes in both its train and val lists")
-    generator = torch.Generator().manual_seed(config.seed)
+    per_worker = config.batch_shapes // world.size
     with torch_threads(config.threads), torch.random.fork_rng(devices=[]):
         torch.manual_seed(config.seed)                    # the initial weights, not the caller's generator
         model = ConditionalOccNet(config.architecture)
@@ -101,25 +117,29 @@ def _fit(collection: Collection, config: ConditionalConfig, files: RunFiles, res
         history: list[EpochMetrics] = []
         step = 0
         if resume:
-            step = _restore(files.last, config, collection, model, optimizer, generator, history)
+            step = _restore(files.last, config, collection, model, optimizer, history)
+        trained = wrap(model) if wrap else model          # DDP shares the module's parameters
         best_iou = max((m.val_iou for m in history), default=-1.0)
         for epoch in range(len(history) + 1, config.epochs + 1):
             began = time.perf_counter()
-            model.train()
+            seed = int(np.random.SeedSequence([config.seed, world.rank, epoch]).generate_state(1)[0])
+            generator = torch.Generator().manual_seed(seed)
+            trained.train()
             losses = []
             for _ in range(config.steps_per_epoch):
-                index = torch.randint(0, len(train.points), (config.batch_shapes,), generator=generator)
-                pick = torch.randint(0, KEPT_POINTS, (config.batch_shapes, config.points_per_shape),
-                                     generator=generator)
+                index = torch.randint(0, len(train.points), (per_worker,), generator=generator)
+                pick = torch.randint(0, KEPT_POINTS, (per_worker, config.points_per_shape), generator=generator)
                 points = torch.gather(train.points[index], 1, pick[..., None].expand(-1, -1, 3))
                 labels = torch.gather(train.occupancies[index], 1, pick).float()
-                loss = F.binary_cross_entropy_with_logits(model(points, observe(train, index, config, generator)),
+                loss = F.binary_cross_entropy_with_logits(trained(points, observe(train, index, config, generator)),
                                                           labels)
                 optimizer.zero_grad()
                 loss.backward()
                 optimizer.step()
                 losses.append(loss.item())
                 step += 1
+            if world.rank:
+                continue                                  # rank 0 validates and writes for the run
             model.eval()
             with torch.no_grad():
                 logits = model(val_points, val_seen)
@@ -129,7 +149,7 @@ def _fit(collection: Collection, config: ConditionalConfig, files: RunFiles, res
                 accuracy = float((inside == truth).float().mean())
             history.append(EpochMetrics(epoch, float(np.mean(losses)), val_loss, iou, accuracy, config.lr,
                                         time.perf_counter() - began))
-            state = _checkpoint(model, optimizer, generator, step, val_loss, config, collection, history)
+            state = _checkpoint(model, optimizer, step, val_loss, config, collection, history)
             if iou > best_iou:
                 best_iou = iou
                 write_bytes_atomic(files.best, state)
@@ -137,7 +157,8 @@ def _fit(collection: Collection, config: ConditionalConfig, files: RunFiles, res
             write_metrics(history, files.metrics)
             if on_epoch:
                 on_epoch(history[-1])
-        plot_history(history, files.plot)
+        if not world.rank:
+            plot_history(history, files.plot)
     return history
 
 
@@ -155,7 +176,7 @@ def recorded_run(run_dir: str | Path) -> tuple[ConditionalConfig, Path] | None:
 
 
 def _restore(path: Path, config: ConditionalConfig, collection: Collection, model, optimizer,
-             generator: torch.Generator, history: list[EpochMetrics]) -> int:
+             history: list[EpochMetrics]) -> int:
     """Load ``last.pt`` into the live objects; returns the steps taken."""
     state = read_torch_file(path, legacy=True, allowed=NUMPY_GLOBALS)
     entry = state.get(OCCNET_ENTRY, {})
@@ -169,20 +190,19 @@ def _restore(path: Path, config: ConditionalConfig, collection: Collection, mode
                          "larger to extend it")
     model.load_state_dict(state["model"])
     optimizer.load_state_dict(state["optimizer"])
-    generator.set_state(entry["generator"])
     history.extend(EpochMetrics(**m) for m in entry["history"])
     return int(state["it"])
 
 
-def _checkpoint(model, optimizer, generator: torch.Generator, step: int, val_loss: float,
-                config: ConditionalConfig, collection: Collection, history: list[EpochMetrics]) -> bytes:
+def _checkpoint(model, optimizer, step: int, val_loss: float, config: ConditionalConfig, collection: Collection,
+                history: list[EpochMetrics]) -> bytes:
     """ONet's checkpoint, with an ``occnet`` entry: the threshold and cloud size export needs, and what a
-    resume needs (the options, the collection, the sampling generator's state, the history)."""
+    resume needs (the options, the collection, the history)."""
     buffer = io.BytesIO()
     torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(), "epoch_it": len(history),
                 "it": step, "loss_val_best": np.float64(val_loss),
                 OCCNET_ENTRY: {"threshold": config.threshold, "cloud_points": config.cloud_points,
                                "config": asdict(config), "collection": str(collection.root),
-                               "generator": generator.get_state(), "history": [asdict(m) for m in history]}},
+                               "history": [asdict(m) for m in history]}},
                buffer)
     return buffer.getvalue()
