@@ -25,16 +25,16 @@ import numpy as np
 
 
 def train_for(collection, config, out_dir: Path, minutes: float):
-    """``config`` for as many whole epochs as fit in ``minutes`` (the first epoch, loading included, measures
-    the pace); returns the history and the epochs run."""
+    """``config`` for as many whole epochs as fit in ``minutes`` of wall time, loading included (the first
+    epoch's own time sets the pace); returns the history and the epochs run."""
     from occnet.train.conditional import train_conditional
 
     started = time.perf_counter()
-    train_conditional(collection, replace(config, epochs=1), out_dir, force=True)
-    first = time.perf_counter() - started
-    epochs = max(1, int(minutes * 60 // first))
-    history = train_conditional(collection, replace(config, epochs=epochs), out_dir, resume=epochs > 1) \
-        if epochs > 1 else train_conditional(collection, replace(config, epochs=1), out_dir, force=True)
+    history = train_conditional(collection, replace(config, epochs=1), out_dir, force=True)
+    left = minutes * 60 - (time.perf_counter() - started) - (time.perf_counter() - started - history[0].seconds)
+    epochs = 1 + max(0, int(left // history[0].seconds))
+    if epochs > 1:
+        history = train_conditional(collection, replace(config, epochs=epochs), out_dir, resume=True)
     return history, epochs
 
 

@@ -62,8 +62,8 @@ class Collection:
             raise InputError(f"collection not found: {self.root} is not a folder")
         self.categories = sorted(p.name for p in self.root.iterdir() if p.is_dir() and not p.name.startswith("."))
         if not any((self.root / c / f"{split}.lst").is_file() for c in self.categories for split in SPLITS):
-            raise InputError(f"{self.root}: not a collection in ONet's layout (no CLASS/train.lst, val.lst or "
-                             "test.lst)")
+            raise InputError(f"{self.root} is a folder but not a collection in ONet's layout (no CLASS/train.lst, "
+                             "val.lst or test.lst)")
 
     def shapes(self, split: str) -> list[ShapeEntry]:
         """The shapes ``split`` lists, class by class, in the lists' order; a listed shape without a folder is

@@ -138,7 +138,7 @@ def test_each_option_is_declared_once_on_its_record_and_every_command_takes_it_f
                 **declared(ConditionalConfig)}
     assert len(training) == 27 and training.items() <= train.items()
     assert train["encoding"] == "none" and train["fourier_features"] == 32
-    assert set(train) - set(training) == {"out_dir", "resume", "force"}
+    assert set(train) - set(training) == {"out_dir", "resume", "force", "workers", "address", "gpus_per_worker"}
     batch_options = {**declared(TrainConfig, exclude=("threads",)), **declared(Fourier), **declared(SamplingConfig),
                      **declared(MeshSettings, only=MESH_OPTIONS), **declared(BatchSettings)}
     assert batch_options.items() <= batch.items() and set(batch) - set(batch_options) == {"out_dir", "address", "model"}
