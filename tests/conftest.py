@@ -118,3 +118,16 @@ def mesh_difference(a, b, atol=1e-5):
 
     fa, fb = faces(ids_a[np.asarray(a.faces)]), faces(inverse.reshape(-1)[np.asarray(b.faces)])
     return len(np.setdiff1d(fa, fb, assume_unique=True)), len(np.setdiff1d(fb, fa, assume_unique=True))
+
+
+def processes_named(prefix: bytes) -> list[int]:
+    """Ids of the processes whose command line starts with ``prefix`` (Ray names its workers after what they
+    run: ``ray::run_shape``, ``ray::RayTrainWorker``)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        try:
+            if entry.name.isdigit() and (entry / "cmdline").read_bytes().startswith(prefix):
+                found.append(int(entry.name))
+        except OSError:
+            continue
+    return sorted(found)

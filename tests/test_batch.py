@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import torch
 import trimesh
-from conftest import BIN, run_installed
+from conftest import BIN, processes_named, run_installed
 from test_cli import assert_clean_failure
 
 from occnet.batch.sources import find_shapes
@@ -198,15 +198,8 @@ def test_a_killed_worker_is_retried(cluster, tmp_path):
 
 
 def ray_tasks() -> list[int]:
-    """Processes running an occ-batch task (Ray names them after the function)."""
-    found = []
-    for entry in Path("/proc").iterdir():
-        try:
-            if entry.name.isdigit() and (entry / "cmdline").read_bytes().startswith(b"ray::run_shape"):
-                found.append(int(entry.name))
-        except OSError:
-            continue
-    return found
+    """Processes running an occ-batch task."""
+    return processes_named(b"ray::run_shape")
 
 
 def test_sigterm_stops_the_batch_and_a_rerun_continues(cluster, tmp_path):

@@ -4,11 +4,10 @@ import os
 import signal
 import subprocess
 import time
-from pathlib import Path
 
 import pytest
 import torch
-from conftest import BIN, run_cli
+from conftest import BIN, processes_named, run_cli
 from test_cli import assert_clean_failure
 
 from occnet.train.collection import synthetic_collection
@@ -60,15 +59,8 @@ def test_a_killed_worker_does_not_lose_the_run(collection, tmp_path):
 
 
 def train_workers() -> list[int]:
-    """Processes of Ray Train workers (Ray names them after their actor)."""
-    found = []
-    for entry in Path("/proc").iterdir():
-        try:
-            if entry.name.isdigit() and (entry / "cmdline").read_bytes().startswith(b"ray::RayTrainWorker"):
-                found.append(int(entry.name))
-        except OSError:
-            continue
-    return sorted(found)
+    """Processes of Ray Train workers."""
+    return processes_named(b"ray::RayTrainWorker")
 
 
 @pytest.mark.parametrize("args,match", [
