@@ -121,8 +121,9 @@ GPU's work). The voxel condition takes the voxel encoder at the same code and de
 
 @dataclass(frozen=True)
 class ConditionalConfig:
-    """ONet's recipe at a CPU's size by default; see the module's docstring. ``epochs``, ``lr``, ``seed`` and
-    ``threads`` are occ-train's own options (their defaults here are this recipe's)."""
+    """Training a conditional model on a collection (:mod:`occnet.train.conditional`): ONet's recipe at a CPU's
+    size by default. ``epochs``, ``lr``, ``seed`` and ``threads`` are occ-train's own options (their defaults
+    here are this recipe's)."""
 
     condition: str = option("pointcloud", "Collections: what the model reconstructs from.",
                             choices=("pointcloud", "voxels"))
