@@ -77,7 +77,8 @@ def main() -> None:
     parser.add_argument("--minutes", type=float, default=30.0)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--data", type=Path, help="folder for the collection (made once; default: a temporary one)")
-    parser.add_argument("--speed-epochs", type=int, default=3, help="epochs of the Ray Train comparison")
+    parser.add_argument("--speed-epochs", type=int, default=3, help="epochs of the Ray Train comparison (0: none)")
+    parser.add_argument("--lr", type=float, default=1e-4, help="learning rate (ONet's: 1e-4)")
     args = parser.parse_args()
 
     from occnet.export.onnx_export import export_checkpoint
@@ -92,7 +93,7 @@ def main() -> None:
         collection = synthetic_collection(root, args.per_class, seed=0)
         print(f"collection: {sum(len(collection.shapes(s)) for s in ('train', 'val', 'test'))} shapes "
               f"({len(collection.shapes('train'))} train) in {time.perf_counter() - began:.0f} s")
-        config = ConditionalConfig(threads=args.threads)
+        config = ConditionalConfig(threads=args.threads, lr=args.lr)
         run = Path(folder) / "run"
         history, epochs = train_for(collection, config, run, args.minutes)
         best = max(history, key=lambda m: m.val_iou)
@@ -119,6 +120,8 @@ def main() -> None:
             print("poisson: not run (pip install open3d)")
         gap = summary["model"]["all"]["iou"] - summary["hull"]["all"]["iou"]
         print(f"model IoU - hull IoU: {gap:+.4f} (target >= +0.08)")
+        if not args.speed_epochs:
+            return
         speed = replace(config, epochs=args.speed_epochs, threads=1)
         from occnet.batch.distributed import train_distributed
         from occnet.train.conditional import train_conditional
