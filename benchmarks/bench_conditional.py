@@ -78,7 +78,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--data", type=Path, help="folder for the collection (made once; default: a temporary one)")
     parser.add_argument("--speed-epochs", type=int, default=3, help="epochs of the Ray Train comparison (0: none)")
-    parser.add_argument("--lr", type=float, default=1e-4, help="learning rate (ONet's: 1e-4)")
+    parser.add_argument("--lr", type=float, default=1e-3, help="learning rate (occ-train's default; ONet's 1e-4)")
     args = parser.parse_args()
 
     from occnet.export.onnx_export import export_checkpoint
