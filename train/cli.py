@@ -49,6 +49,7 @@ def occ_train(
     """Train an occupancy network and keep the checkpoint with the best validation loss."""
     run_dir = resume if resume is not None else out_dir
     finished = []                                    # epochs this process completed
+    began = time.time()
     try:                                             # an interrupt from the first import on says what is kept
         from occnet.runtime.console import progress_bar
         from occnet.train.conditional import recorded_run
@@ -94,7 +95,8 @@ def occ_train(
                 result = fit(points, config, files, resume=resume is not None, extra=extra, on_epoch=on_epoch,
                              started=started)
     except KeyboardInterrupt:
-        kept = bool(finished) or resume is not None
+        last = run_dir / "last.pt"                   # a signal between writing last.pt and counting its epoch
+        kept = bool(finished) or resume is not None or (last.is_file() and last.stat().st_mtime >= began)
         hint = (f"last.pt in {run_dir} holds the last finished epoch: continue with occ-train --resume "
                 f"{run_dir}" if kept else "no epoch had finished, so no checkpoint was written")
         raise Interrupted(hint) from None
