@@ -11,7 +11,7 @@ from pathlib import Path
 from occnet.batch.job import ALL_STAGES
 from occnet.runtime.errors import InputError
 from occnet.runtime.files import write_bytes_atomic
-from occnet.train.plot import figure, write_png
+from occnet.runtime.plot import figure, write_png
 
 COLUMNS = ("name", "source", "status", "error", "input_sha256", "settings",
            *(f"seconds_{stage.name}" for stage in ALL_STAGES), "seconds_overhead",

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
+from enum import Enum
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -12,6 +14,7 @@ from occnet.runtime.console import run_app
 from occnet.runtime.errors import InputError
 
 eval_app = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
+Baseline = Enum("Baseline", {name: name for name in ("hull", "poisson")}, type=str)
 
 
 @eval_app.command()
@@ -22,6 +25,11 @@ def occ_eval(
     split: Annotated[str, typer.Option(help="Collection mode: the split whose shapes are reconstructed.")]
     = "test",
     resolution: Annotated[int, typer.Option(help="Collection mode: grid of each reconstruction.")] = 128,
+    baseline: Annotated[Optional[list[Baseline]], typer.Option(
+        help="Collection mode: a baseline reconstructed from the same observation (repeat for several; default: "
+             "the convex hull, and screened Poisson of point clouds where pymeshlab is installed).")] = None,
+    plot: Annotated[Optional[Path], typer.Option(help="Collection mode: also draw the scores to this PNG "
+                                                 "(needs matplotlib).")] = None,
     tau: Annotated[Optional[list[float]], typer.Option(help="Extra F-score threshold(s), x longest side; "
                                                        "F-score at 0.01 is always reported.")] = None,
     samples: Annotated[int, typer.Option(help="Surface samples per mesh (ONet: 100000).")] = 100_000,
@@ -32,7 +40,7 @@ def occ_eval(
 ) -> None:
     """Chamfer-L1, normal consistency, F-score and IoU of MESH against REFERENCE (ONet's metrics); IoU and
     accuracy of MODEL.onnx on labelled POINTS.npz; or a conditional MODEL.onnx on a COLLECTION's shapes, each
-    reconstructed from an observation, beside the convex hull of the same observation."""
+    reconstructed from an observation, beside baselines given the same observation."""
     from occnet.runtime.evaluate import compare_meshes, evaluate_model
     from occnet.runtime.inside import MAX_AMBIGUOUS
     from occnet.runtime.meshio import mesh_format, read_mesh
@@ -40,8 +48,10 @@ def occ_eval(
     from occnet.runtime.session import OccupancyModel
 
     if first.suffix.lower() == ".onnx" and second.is_dir():
-        _score_collection(first, second, split, resolution, samples, seed, as_json)
+        _score_collection(first, second, split, resolution, samples, seed, baseline, plot, as_json)
         return
+    if baseline or plot:
+        raise InputError("--baseline and --plot score a conditional model on a collection (a folder)")
     if first.suffix.lower() == ".onnx":
         if second.suffix.lower() != ".npz":
             raise InputError(f"a model is evaluated on labelled points (.npz), not {second.name}")
@@ -65,26 +75,44 @@ def occ_eval(
 
 
 def _score_collection(model_path: Path, root: Path, split: str, resolution: int, samples: int, seed: int,
-                      as_json: bool) -> None:
+                      baselines: list | None, plot: Path | None, as_json: bool) -> None:
     from occnet.runtime.collection import Collection
     from occnet.runtime.console import progress_bar
-    from occnet.runtime.reconstruction import FIGURES, score_collection
+    from occnet.runtime.files import check_output
+    from occnet.runtime.plot import plot_collection_scores
+    from occnet.runtime.reconstruction import FIGURES, default_baselines, score_collection
     from occnet.runtime.session import OccupancyModel
     from occnet.runtime.settings import MeshSettings
 
+    if plot is not None:
+        if plot.suffix.lower() != ".png":
+            raise InputError(f"--plot writes a PNG; name a .png file, not {plot.name}")
+        if importlib.util.find_spec("matplotlib") is None:
+            raise InputError("--plot needs matplotlib: pip install 'occnet[bench]'")
+        check_output(plot, [model_path])
     collection = Collection(root)
     model = OccupancyModel(model_path, device="auto")
+    observation = model.info.condition.observation if model.info.condition else ""
+    chosen = tuple(dict.fromkeys(b.value for b in baselines)) if baselines else default_baselines(observation)
+    if not baselines and observation == "pointcloud" and "poisson" not in chosen:
+        typer.echo("note: screened Poisson left out (pymeshlab is not installed: pip install 'occnet[bench]')",
+                   err=True)
     with progress_bar("reconstructing") as update:
         scores = score_collection(model, collection, split, MeshSettings(resolution=resolution), samples, seed,
-                                  lambda done, total: update(done))
+                                  chosen, lambda done, total: update(done))
+    shapes = len(scores.rows) // (1 + len(chosen))
+    if plot is not None:
+        plot_collection_scores(scores, f"{model_path.name}, {split} split of {root.name} ({shapes} shapes)", plot)
     if as_json:
         typer.echo(json.dumps(scores.to_dict()))
         return
     summary = scores.summary()
     names = {"iou": "IoU", "chamfer_l1": "Chamfer-L1", "normal_consistency": "normal consistency",
              "f_score": "F@1%"}
-    typer.echo(f"{model_path.name} on the {split} split of {root} ({len(scores.rows) // 2} shapes; hull: the "
-               "convex hull of the same observation)")
+    described = {"hull": "hull: the convex hull of the same observation",
+                 "poisson": "poisson: screened Poisson of the same cloud, normals estimated"}
+    typer.echo(f"{model_path.name} on the {split} split of {root} ({shapes} shapes; "
+               + "; ".join(described[name] for name in chosen) + ")")
     typer.echo("| class | method | " + " | ".join(names[f] for f in FIGURES) + " |")
     typer.echo("|---|---|" + "---|" * len(FIGURES))
     for category in [*summary["model"]["classes"], "all"]:

@@ -1,12 +1,13 @@
 """A conditional model scored on a collection: every shape of a split reconstructed from an observation made
-from its own data, scored as ONet scores, beside the convex hull of the same observation.
+from its own data, scored as ONet scores, beside baselines given the same observation (:mod:`.baselines`).
 
 The observation is what the model reads: ``condition.points`` of the shape's surface points with Gaussian noise
-(ONet's 0.005), or its 32³ grid; the same for the hull (a cloud's hull; a grid's occupied voxel centres').
+(ONet's 0.005), or its 32³ grid; the same for the baselines (the hull of a cloud or of a grid's occupied voxel
+centres; screened Poisson of a cloud).
 IoU is occupancy on the shape's labelled points (the model's at its threshold, as ONet's evaluation computes
-it; the hull's by containment); Chamfer-L1, normal consistency and F@1% compare the mesh's surface samples
-with the shape's surface points and normals (ONet's ``pointcloud.npz``), in the shape's normalised frame. A
-reconstruction with no surface scores IoU 0 and no surface figures, and is counted.
+it; a baseline's by its mesh's winding number); Chamfer-L1, normal consistency and F@1% compare the mesh's
+surface samples with the shape's surface points and normals (ONet's ``pointcloud.npz``), in the shape's
+normalised frame. A reconstruction with no surface scores IoU 0 and no surface figures, and is counted.
 """
 
 from __future__ import annotations
@@ -15,19 +16,20 @@ import math
 from dataclasses import asdict, dataclass
 
 import numpy as np
-import trimesh
-from scipy.spatial import ConvexHull, Delaunay, QhullError
 
+from occnet.runtime.baselines import convex_hull, poisson_available, screened_poisson
 from occnet.runtime.collection import Collection, ShapeEntry
 from occnet.runtime.errors import EmptySurfaceError, InputError
 from occnet.runtime.evaluate import surface_distances, surface_samples
 from occnet.runtime.field import batched
+from occnet.runtime.inside import contains
 from occnet.runtime.mesher import mesh_model
 from occnet.runtime.points import iou
 from occnet.runtime.session import OccupancyModel
 from occnet.runtime.settings import MeshSettings, probability_to_logit
 
-METHODS = ("model", "hull")
+BASELINES = ("hull", "poisson")
+METHODS = ("model", *BASELINES)
 NOISE = 0.005
 """Noise of an input cloud, as ONet's point-cloud completion models see (``data.pointcloud_noise``)."""
 FIGURES = ("iou", "chamfer_l1", "normal_consistency", "f_score")
@@ -77,42 +79,63 @@ def _means(rows: list[ShapeScore]) -> dict:
     return out
 
 
+def default_baselines(observation: str) -> tuple[str, ...]:
+    """The baselines that apply to an ``observation`` kind ("pointcloud" or "voxels") with what is installed:
+    the hull always, screened Poisson of clouds where ``pymeshlab`` is."""
+    return ("hull", "poisson") if observation == "pointcloud" and poisson_available() else ("hull",)
+
+
 def score_collection(model: OccupancyModel, collection: Collection, split: str = "test",
                      settings: MeshSettings = MeshSettings(resolution=128), samples: int = 100_000,
-                     seed: int = 0, progress=None) -> CollectionScores:
+                     seed: int = 0, baselines: tuple[str, ...] = ("hull",), progress=None) -> CollectionScores:
     """Reconstruct every shape of ``split`` with the conditional ``model`` (meshed with ``settings``) and with
-    the convex hull of the same observation, and score both (see the module); ``progress(done, total)``."""
+    each of ``baselines`` (:data:`BASELINES`) from the same observation, and score them (see the module);
+    ``progress(done, total)``. Poisson needs a point-cloud model and ``pymeshlab``, checked before any work."""
     condition = model.info.condition
     if condition is None:
         raise InputError(f"{model.path} is not a conditional model: a collection is scored with a model that "
                          "reconstructs shapes from observations")
+    for name in baselines:
+        if name not in BASELINES:
+            raise InputError(f"unknown baseline {name!r}; choose from {', '.join(BASELINES)}")
+    if "poisson" in baselines and condition.observation != "pointcloud":
+        raise InputError("screened Poisson reconstructs point clouds; this model reads voxel grids")
+    if "poisson" in baselines and not poisson_available():
+        raise InputError("screened Poisson needs pymeshlab: pip install 'occnet[bench]'")
     shapes = collection.shapes(split)
     if not shapes:
         raise InputError(f"{collection.root}: its {split} lists hold no shapes")
-    rng = np.random.default_rng(seed)
     level = probability_to_logit(settings.threshold or condition.threshold)
     rows = []
     for done, entry in enumerate(shapes, 1):
         data = collection.load(entry)
-        observation, seen_points = _observation(collection, entry, data.surface, condition, rng)
+        observation, seen_points = _observation(collection, entry, data.surface, condition,
+                                                _rng(seed, done, "observation"))
         shaped = model.given(observation)
         inside = batched(shaped.logits, data.points, 262_144) > level
         try:
             mesh, _ = mesh_model(shaped, settings)
         except EmptySurfaceError:
             mesh = None
-        rows.append(_score(entry, "model", inside, mesh, data, samples, rng))
-        hull = _hull(seen_points)
-        hull_inside = Delaunay(hull.vertices).find_simplex(data.points) >= 0 if hull is not None else \
-            np.zeros(len(data.points), bool)
-        rows.append(_score(entry, "hull", hull_inside, hull, data, samples, rng))
+        rows.append(_score(entry, "model", inside, mesh, data, samples, _rng(seed, done, "model")))
+        for name in baselines:
+            built = (convex_hull if name == "hull" else screened_poisson)(seen_points)
+            built_inside = np.zeros(len(data.points), bool) if built is None else \
+                contains(built.vertices, built.faces, data.points).inside
+            rows.append(_score(entry, name, built_inside, built, data, samples, _rng(seed, done, name)))
         if progress:
             progress(done, len(shapes))
     return CollectionScores(rows)
 
 
+def _rng(seed: int, shape: int, use: str) -> np.random.Generator:
+    """The generator of one shape's observation or of one method's surface samples: a method's figures do not
+    depend on which others ran."""
+    return np.random.default_rng([seed, shape, ("observation", *METHODS).index(use)])
+
+
 def _observation(collection: Collection, entry: ShapeEntry, surface: np.ndarray, condition, rng):
-    """The model's observation of a shape and the points its hull is taken of."""
+    """The model's observation of a shape and the points the baselines are given."""
     if condition.observation == "voxels":
         grid = collection.voxels(entry)
         centres = (np.argwhere(grid) + 0.5) / grid.shape[0] - 0.5
@@ -120,17 +143,6 @@ def _observation(collection: Collection, entry: ShapeEntry, surface: np.ndarray,
     cloud = surface[rng.choice(len(surface), condition.points, replace=len(surface) < condition.points)]
     cloud = cloud + rng.normal(scale=NOISE, size=cloud.shape)
     return cloud, cloud
-
-
-def _hull(points: np.ndarray) -> trimesh.Trimesh | None:
-    """The convex hull of ``points`` as a closed mesh; None for points that span no volume."""
-    try:
-        hull = ConvexHull(points)
-    except QhullError:
-        return None
-    mesh = trimesh.Trimesh(points[hull.vertices], np.searchsorted(hull.vertices, hull.simplices), process=False)
-    trimesh.repair.fix_normals(mesh)
-    return mesh
 
 
 def _score(entry: ShapeEntry, method: str, inside: np.ndarray, mesh, data, samples: int,

@@ -137,13 +137,14 @@ def test_a_conditional_model_trains_on_a_collection_and_exports_as_onets(synthet
                      "2000", "--json")
     assert scored.returncode == 0, scored.stderr
     report = json.loads(scored.stdout)
-    assert len(report["shapes"]) == 2 * len(synthetic.shapes("test"))
+    assert len(report["shapes"]) == 3 * len(synthetic.shapes("test"))              # model, hull, poisson
     hull = report["summary"]["hull"]
     assert set(hull["classes"]) == set(CLASSES) and 0.3 < hull["all"]["iou"] < 1
     assert hull["all"]["chamfer_l1"] < 0.05 and hull["empty"] == 0
     table = run_cli("occ-eval", str(tmp_path / "m.onnx"), str(synthetic.root), "--resolution", "24", "--samples",
                     "2000")
-    assert table.returncode == 0 and "| all | hull |" in table.stdout and "| ring | model |" in table.stdout
+    assert table.returncode == 0 and "| ring | model |" in table.stdout
+    assert "| all | hull |" in table.stdout and "| all | poisson |" in table.stdout
 
 
 TINY = ["--steps-per-epoch", "3", "--batch-shapes", "4", "--points-per-shape", "256", "--val-points", "512",
@@ -183,3 +184,79 @@ def test_single_shape_options_with_a_collection_are_refused_by_name(synthetic, t
     result = run_cli("occ-train", str(synthetic.root), "--out-dir", str(tmp_path / "run"), *args)
     assert_clean_failure(result, "occ-train", match)
     assert not (tmp_path / "run").exists()
+
+
+def test_screened_poisson_closes_a_sphere_cloud_facing_out_and_the_hull_needs_a_volume():
+    from occnet.runtime.baselines import convex_hull, screened_poisson
+
+    directions = np.random.default_rng(0).normal(size=(300, 3))
+    cloud = 0.4 * directions / np.linalg.norm(directions, axis=1, keepdims=True)
+    for points in (cloud, cloud[::-1]):                      # the orientation does not hang on the order
+        mesh = screened_poisson(points)
+        assert mesh.is_watertight
+        assert mesh.volume == pytest.approx(4 / 3 * np.pi * 0.4**3, rel=0.05)
+        assert np.abs(np.linalg.norm(mesh.vertices, axis=1) - 0.4).max() < 0.02
+    assert screened_poisson(cloud[:8]) is None
+    assert convex_hull(cloud).volume == pytest.approx(4 / 3 * np.pi * 0.4**3, rel=0.1)
+    assert convex_hull(cloud * [1, 1, 0]) is None
+
+
+@pytest.fixture(scope="module")
+def onet_onnx(tmp_path_factory):
+    """A small ONet point-cloud model (untrained: the baselines' figures do not depend on it) and a voxel one."""
+    from test_onet import SMALL, onet_bytes, onet_model
+
+    from occnet.export.onnx_export import export_checkpoint
+
+    folder = tmp_path_factory.mktemp("onet")
+    for name in ("pointnet_resnet", "voxel_simple"):
+        (folder / f"{name}.pt").write_bytes(onet_bytes(onet_model(SMALL[name])))
+        export_checkpoint(folder / f"{name}.pt", folder / f"{name}.onnx", verify_points=1000)
+    return folder
+
+
+def test_occ_eval_scores_poisson_beside_the_hull_and_draws_the_scores(synthetic, onet_onnx, tmp_path):
+    from conftest import run_cli
+
+    args = ("occ-eval", str(onet_onnx / "pointnet_resnet.onnx"), str(synthetic.root), "--resolution", "16",
+            "--samples", "2000")
+    scored = run_cli(*args, "--json", "--plot", str(tmp_path / "scores.png"))
+    assert scored.returncode == 0, scored.stderr
+    report = json.loads(scored.stdout)
+    assert [row["method"] for row in report["shapes"][:3]] == ["model", "hull", "poisson"]
+    poisson = report["summary"]["poisson"]
+    assert set(poisson["classes"]) == set(CLASSES) and poisson["empty"] == 0
+    assert 0.5 < poisson["all"]["iou"] < 1 and poisson["all"]["chamfer_l1"] < 0.08
+    assert (tmp_path / "scores.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    again = run_cli(*args, "--json", "--baseline", "hull")
+    hull_only = json.loads(again.stdout)
+    assert {row["method"] for row in hull_only["shapes"]} == {"model", "hull"}
+    assert hull_only["summary"]["hull"] == report["summary"]["hull"]          # the seed fixes the observations
+
+
+@pytest.mark.parametrize("model,args,match", [
+    ("pointnet_resnet", ["--plot", "scores.jpg"], "--plot writes a PNG; name a .png file, not scores.jpg"),
+    ("pointnet_resnet", ["--plot", "missing/scores.png"], "folder"),
+    ("voxel_simple", ["--baseline", "poisson"], "screened Poisson reconstructs point clouds; this model reads "
+                                                "voxel grids"),
+    ("pointnet_resnet", ["--baseline", "delaunay"], "'delaunay' is not one of 'hull', 'poisson'"),
+])
+def test_occ_eval_refuses_what_cannot_be_scored_in_one_line(synthetic, onet_onnx, model, args, match):
+    from conftest import run_cli
+    from test_cli import assert_clean_failure
+
+    before = sorted(p.name for p in onet_onnx.iterdir())
+    result = run_cli("occ-eval", str(onet_onnx / f"{model}.onnx"), str(synthetic.root), "--resolution", "16",
+                     *[str(onet_onnx / a) if a.endswith((".jpg", ".png")) else a for a in args])
+    assert_clean_failure(result, "occ-eval", match)
+    assert sorted(p.name for p in onet_onnx.iterdir()) == before
+
+
+def test_baselines_and_plots_belong_to_collections(tmp_path):
+    from conftest import run_cli
+    from test_cli import assert_clean_failure
+
+    trimesh.creation.box().export(tmp_path / "a.ply")
+    result = run_cli("occ-eval", str(tmp_path / "a.ply"), str(tmp_path / "a.ply"), "--plot", str(tmp_path / "x.png"))
+    assert_clean_failure(result, "occ-eval", "--baseline and --plot score a conditional model on a collection")
+    assert not (tmp_path / "x.png").exists()

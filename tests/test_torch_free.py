@@ -105,3 +105,28 @@ def test_occnet_in_the_venv_is_the_installed_copy_not_this_checkout(runtime_venv
     assert result.returncode == 0, result.stderr
     installed = Path(result.stdout.strip()).resolve()
     assert "site-packages" in installed.parts and ROOT not in installed.parents
+
+
+def test_occ_eval_scores_a_collection_without_torch_and_names_the_extra_poisson_needs(runtime_venv, tmp_path):
+    """The runtime alone scores a conditional model against the hull; screened Poisson and the plot, asked
+    for without the bench extra, are one line each before any work."""
+    from test_onet import SMALL, onet_bytes, onet_model
+
+    from occnet.export.onnx_export import export_checkpoint
+    from occnet.train.collection import synthetic_collection
+
+    collection = synthetic_collection(tmp_path / "shapes", per_class=3, seed=0)
+    (tmp_path / "model_best.pt").write_bytes(onet_bytes(onet_model(SMALL["pointnet_resnet"])))
+    export_checkpoint(tmp_path / "model_best.pt", tmp_path / "onet.onnx", verify_points=1000)
+    command = [str(runtime_venv / "occ-eval"), str(tmp_path / "onet.onnx"), str(collection.root), "--resolution",
+               "16", "--samples", "2000"]
+    result = subprocess.run([*command, "--json"], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert set(json.loads(result.stdout)["summary"]) == {"model", "hull"}
+    assert result.stderr.strip() == "note: screened Poisson left out (pymeshlab is not installed: pip install " \
+                                    "'occnet[bench]')"
+    for extra, match in ((["--baseline", "poisson"], "screened Poisson needs pymeshlab: pip install 'occnet[bench]'"),
+                         (["--plot", str(tmp_path / "s.png")], "--plot needs matplotlib: pip install 'occnet[bench]'")):
+        refused = subprocess.run([*command, *extra], capture_output=True, text=True, timeout=300)
+        assert refused.returncode == 1 and refused.stderr == f"occ-eval: error: {match}\n", refused.stderr
+    assert not (tmp_path / "s.png").exists()

@@ -1,31 +1,11 @@
-"""Figures as PNG files: matplotlib on its own Agg canvas, written atomically; ``loss.png`` of a run."""
+"""``loss.png`` of a training run."""
 
 from __future__ import annotations
 
-import io
 from collections.abc import Sequence
 from pathlib import Path
 
-from occnet.runtime.files import write_bytes_atomic
-
-
-def figure(width: float, height: float):
-    """A matplotlib figure of ``width`` x ``height`` inches on its own Agg canvas: matplotlib's object API, no
-    pyplot, no process-wide backend switch."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    fig = Figure(figsize=(width, height), dpi=100)
-    FigureCanvasAgg(fig)
-    return fig
-
-
-def write_png(fig, path: Path) -> None:
-    """Lay ``fig`` out and write it to ``path`` as a PNG, atomically."""
-    fig.tight_layout()
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png")
-    write_bytes_atomic(Path(path), buffer.getvalue())
+from occnet.runtime.plot import figure, write_png
 
 
 def plot_history(history: Sequence, path: Path) -> None:
