@@ -105,7 +105,7 @@ def run_batch(shapes: list[Shape], settings: BatchSettings, out_dir: str | Path,
         try:
             if todo:
                 if own_ray:
-                    _start(ray, address)
+                    start_ray(ray, address)
                     # ray.init replaced our SIGTERM handler with its own sys.exit, which ended the process by
                     # SIGABRT and a stack dump; ours come back for the batch (and Ray's after it)
                     stack.enter_context(signals.handled())
@@ -162,7 +162,7 @@ def _check_names(names: list[str], outputs: tuple[str, ...]) -> None:
                          "or put it in a folder of its own")
 
 
-def _start(ray, address: str | None) -> None:
+def start_ray(ray, address: str | None) -> None:
     """Start a private Ray on this machine (``address`` None) or join the cluster at ``address``; its failure is
     one line. Without an address Ray would join any cluster it finds (``RAY_ADDRESS``, or the last one
     ``ray start`` left on this machine): someone else's, whose workers would then read the inputs and choose

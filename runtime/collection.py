@@ -53,6 +53,15 @@ class ShapeData:
     normals: np.ndarray
 
 
+def in_onet_layout(root: Path) -> bool:
+    """Whether the folder ``root`` holds ONet's split lists (``CLASS/train.lst``, ``val.lst`` or ``test.lst``)."""
+    return any((root / c / f"{split}.lst").is_file() for c in _categories(root) for split in SPLITS)
+
+
+def _categories(root: Path) -> list[str]:
+    return sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+
+
 class Collection:
     """A folder in ONet's layout; :meth:`shapes` lists a split, :meth:`load` and :meth:`voxels` read a shape."""
 
@@ -60,8 +69,8 @@ class Collection:
         self.root = Path(root)
         if not self.root.is_dir():
             raise InputError(f"collection not found: {self.root} is not a folder")
-        self.categories = sorted(p.name for p in self.root.iterdir() if p.is_dir() and not p.name.startswith("."))
-        if not any((self.root / c / f"{split}.lst").is_file() for c in self.categories for split in SPLITS):
+        self.categories = _categories(self.root)
+        if not in_onet_layout(self.root):
             raise InputError(f"{self.root} is a folder but not a collection in ONet's layout (no CLASS/train.lst, "
                              "val.lst or test.lst)")
 

@@ -319,14 +319,14 @@ def test_a_private_ray_runs_workers_at_our_priority_and_an_input_gone_during_the
     import ray
 
     from occnet.batch.job import BatchSettings
-    from occnet.batch.runner import _start, run_batch
+    from occnet.batch.runner import run_batch, start_ray
     from occnet.batch.sources import find_shapes
 
     trimesh.creation.icosphere(3, radius=0.4).export(tmp_path / "gone.stl")
     shapes = find_shapes([tmp_path / "gone.stl"])
     (tmp_path / "gone.stl").unlink()
     monkeypatch.setenv("RAY_ADDRESS", "127.0.0.1:1")
-    _start(ray, None)
+    start_ray(ray, None)
     try:
         probe = ray.remote(lambda: (os.nice(0), os.environ.get("OMP_WAIT_POLICY")))
         assert ray.get(probe.remote()) == (0, "PASSIVE")

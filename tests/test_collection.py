@@ -260,3 +260,84 @@ def test_baselines_and_plots_belong_to_collections(tmp_path):
     result = run_cli("occ-eval", str(tmp_path / "a.ply"), str(tmp_path / "a.ply"), "--plot", str(tmp_path / "x.png"))
     assert_clean_failure(result, "occ-eval", "--baseline and --plot score a conditional model on a collection")
     assert not (tmp_path / "x.png").exists()
+
+
+def mesh_folder(root):
+    """Two classes of four meshes each, in millimetres far from the origin."""
+    for index in range(4):
+        (root / "balls").mkdir(parents=True, exist_ok=True)
+        (root / "boxes").mkdir(exist_ok=True)
+        trimesh.creation.icosphere(2, radius=30.0 + index).apply_translation([900.0, 0, 5]).export(
+            root / "balls" / f"ball{index}.stl")
+        trimesh.creation.box((10.0, 4.0 + index, 2.0)).export(root / "boxes" / f"box{index}.obj")
+    return root
+
+
+def test_an_interrupted_preparation_keeps_the_shapes_it_wrote_and_a_rerun_does_the_rest(tmp_path):
+    from occnet.train.collection import prepare_mesh
+
+    source = mesh_folder(tmp_path / "src")
+
+    def interrupted(function, jobs):
+        for count, job in enumerate(jobs):
+            if count == 3:
+                raise KeyboardInterrupt
+            yield function(*job)
+
+    with pytest.raises(KeyboardInterrupt):
+        prepare_meshes(source, tmp_path / "prepared", mapper=interrupted)
+    record = json.loads((tmp_path / "prepared" / "collection.json").read_text())
+    assert sorted(record["digests"]) == ["balls/ball0", "balls/ball1", "balls/ball2"]
+    labels = []
+
+    def counted(function, jobs):
+        for job in jobs:
+            labels.append(job[0])
+            yield function(*job)
+
+    collection = prepare_meshes(source, tmp_path / "prepared", mapper=counted)
+    assert labels == ["balls/ball3", *(f"boxes/box{i}" for i in range(4))]
+    whole = prepare_meshes(source, tmp_path / "whole")
+    for path in (tmp_path / "whole").rglob("*"):
+        if path.is_file():
+            assert (collection.root / path.relative_to(whole.root)).read_bytes() == path.read_bytes(), path
+    assert prepare_mesh("balls/ball0", ".stl", (source / "balls" / "ball0.stl").read_bytes(), 0) == \
+        {name: (whole.root / "balls" / "ball0" / name).read_bytes()
+         for name in ("points.npz", "pointcloud.npz", "model.binvox")}
+
+
+def test_occ_train_prepares_a_folder_of_meshes_into_its_run_and_trains_on_it(tmp_path):
+    from conftest import run_cli
+    from test_cli import assert_clean_failure
+
+    source = mesh_folder(tmp_path / "src")
+    result = run_cli("occ-train", str(source), "--out-dir", str(tmp_path / "run"), "--epochs", "1", *TINY)
+    assert result.returncode == 0, result.stderr
+    assert f"data: {tmp_path / 'run' / 'collection'}: 4 training and 2 validation shapes in 2 classes" in result.stderr
+    assert Collection(tmp_path / "run" / "collection").categories == ["balls", "boxes"]
+    (tmp_path / "bad").mkdir()
+    (tmp_path / "bad" / "broken.stl").write_bytes(b"solid nothing\nendsolid nothing\n" * 3)
+    broken = run_cli("occ-train", str(tmp_path / "bad"), "--out-dir", str(tmp_path / "run2"), *TINY)
+    assert_clean_failure(broken, "occ-train", "meshes/broken")
+    (tmp_path / "empty").mkdir()
+    empty = run_cli("occ-train", str(tmp_path / "empty"), "--out-dir", str(tmp_path / "run3"), *TINY)
+    assert_clean_failure(empty, "occ-train", "holds no meshes")
+
+
+def test_conditional_options_without_data_train_on_the_built_in_synthetic_collection(tmp_path, monkeypatch):
+    from conftest import run_cli
+    from test_cli import assert_clean_failure
+
+    import occnet.train.collection
+
+    monkeypatch.setattr(occnet.train.collection, "DEMO_PER_CLASS", 3)
+    result = run_cli("occ-train", "--condition", "pointcloud", "--out-dir", str(tmp_path / "run"), "--epochs", "1",
+                     *TINY)
+    assert result.returncode == 0, result.stderr
+    made = Collection(tmp_path / "run" / "collection")
+    assert made.categories == sorted(CLASSES) and len(made.shapes("train")) == len(CLASSES)
+    trimesh.creation.box().export(tmp_path / "box.stl")
+    one = run_cli("occ-train", str(tmp_path / "box.stl"), "--out-dir", str(tmp_path / "one"), "--condition", "voxels")
+    assert_clean_failure(one, "occ-train", "--condition apply to a collection (a folder, or no DATA for the built-in "
+                                           "synthetic one), not to one shape")
+    assert not (tmp_path / "one").exists()

@@ -75,3 +75,24 @@ def test_workers_for_a_single_shape_are_refused(tmp_path):
     result = run_cli("occ-train", "--out-dir", str(tmp_path / "run"), "--workers", "2")
     assert_clean_failure(result, "occ-train", "--workers, --address and --gpus-per-worker train a collection")
     assert not (tmp_path / "run").exists()
+
+
+def test_a_folder_of_meshes_is_prepared_on_ray_as_in_one_process(tmp_path):
+    """With --workers the meshes are prepared as Ray tasks: the same bytes as one process writes; a mesh that
+    cannot be read comes back from its worker as the same one line."""
+    from test_collection import mesh_folder
+
+    from occnet.train.collection import prepare_meshes
+
+    source = mesh_folder(tmp_path / "src")
+    result = run_cli("occ-train", str(source), "--out-dir", str(tmp_path / "run"), "--epochs", "1", *RUN,
+                     "--workers", "2")
+    assert result.returncode == 0, result.stderr
+    local = prepare_meshes(source, tmp_path / "local")
+    files = [p.relative_to(local.root) for p in local.root.rglob("*") if p.is_file()]
+    assert len(files) == 8 * 3 + 2 * 3 + 1
+    for name in files:
+        assert (tmp_path / "run" / "collection" / name).read_bytes() == (local.root / name).read_bytes(), name
+    (source / "balls" / "ball9.stl").write_bytes(b"solid nothing\nendsolid nothing\n" * 3)
+    broken = run_cli("occ-train", str(source), "--out-dir", str(tmp_path / "run2"), *RUN, "--workers", "2")
+    assert_clean_failure(broken, "occ-train", "balls/ball9: contains no triangles")

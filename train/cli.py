@@ -23,6 +23,9 @@ and DATA names its data where the file has moved."""
 SHARED = {"epochs", "lr", "seed", "threads"}
 """Options a collection's training takes from occ-train's own (given on the command line; its defaults are the
 recipe's)."""
+COLLECTION_ONLY = {f.name for f in fields(ConditionalConfig)} - SHARED
+"""Options of a collection's training alone: given without DATA they choose the built-in synthetic collection;
+given with one shape they are refused."""
 
 
 @train_app.command()
@@ -31,8 +34,9 @@ recipe's)."""
 def occ_train(
     ctx: typer.Context,
     data: Annotated[Optional[Path], typer.Argument(help=".npz points+occupancies, a mesh (.obj .ply .stl "
-                    ".off .glb), nothing for the built-in demo shape, or a collection in ONet's layout (a "
-                    "folder: a conditional model, --condition).")] = None,
+                    ".off .glb), nothing for the built-in demo shape; or for a conditional model (--condition) a "
+                    "collection in ONet's layout, a folder of meshes (CLASS/*.stl ..., prepared once into "
+                    "OUT_DIR/collection), or nothing for the built-in synthetic collection.")] = None,
     out_dir: Annotated[Path, typer.Option(help="Folder for best.pt, last.pt, metrics.csv, loss.png.")]
     = Path("."),
     resume: Annotated[Optional[Path], typer.Option(help="Continue the run in this folder from last.pt, "
@@ -57,13 +61,19 @@ def occ_train(
         from occnet.train.trainer import RunFiles, claim_run, fit, run_options
 
         recorded = recorded_run(resume) if resume is not None and RunFiles.in_folder(resume).last.is_file() else None
-        if recorded is not None or (data is not None and data.is_dir()):
+        given = {p.name for p in ctx.command.params if ctx.get_parameter_source(p.name).name == "COMMANDLINE"}
+        synthetic = data is None and resume is None and bool(given & COLLECTION_ONLY)
+        if recorded is not None or synthetic or (data is not None and data.is_dir()):
             _train_collection(ctx, data, run_dir, resume, force, recorded, finished, (workers, address,
                                                                                       gpus_per_worker))
             return
         if workers != 1 or address is not None or gpus_per_worker:
             raise typer.BadParameter("--workers, --address and --gpus-per-worker train a collection (a folder in "
                                      "ONet's layout) on Ray Train; a single shape trains in this process")
+        if given & COLLECTION_ONLY and resume is None:
+            names = ", ".join("--" + name.replace("_", "-") for name in sorted(given & COLLECTION_ONLY))
+            raise typer.BadParameter(f"{names} apply to a collection (a folder, or no DATA for the built-in "
+                                     f"synthetic one), not to one shape")
         if resume is not None:
             given = [p.name for p in ctx.command.params if p.name not in RESUME_ALLOWS
                      and ctx.get_parameter_source(p.name).name == "COMMANDLINE"]
@@ -112,7 +122,6 @@ def _train_collection(ctx: typer.Context, data: Path | None, run_dir: Path, resu
                       recorded, finished: list[int], distributed: tuple[int, str | None, float]) -> None:
     """A conditional model trained on the collection ``data`` (or resumed from what ``recorded`` says), in this
     process or on ``distributed = (workers, address, gpus per worker)`` Ray Train workers."""
-    from occnet.runtime.collection import Collection
     from occnet.runtime.console import progress_bar
     from occnet.runtime.options import make_record
     from occnet.train.conditional import train_conditional
@@ -136,7 +145,9 @@ def _train_collection(ctx: typer.Context, data: Path | None, run_dir: Path, resu
             raise typer.BadParameter(f"{names} apply to one shape, not to a collection")
         config = make_record(ConditionalConfig, {k: v for k, v in ctx.params.items()
                                                  if k in own and (k not in SHARED or k in given)})
-    collection = Collection(data)
+    workers, address, gpus = distributed
+    on_ray = workers > 1 or address is not None
+    collection = _collection(data, run_dir, config.seed, on_ray, address)
     typer.echo(f"data: {collection.root}: {len(collection.shapes('train')):,} training and "
                f"{len(collection.shapes('val')):,} validation shapes in {len(collection.categories)} classes; "
                f"{config.condition} model, {config.size}", err=True)
@@ -145,8 +156,7 @@ def _train_collection(ctx: typer.Context, data: Path | None, run_dir: Path, resu
         finished.append(row.epoch)
         update(row.epoch)
 
-    workers, address, gpus = distributed
-    if workers > 1 or address is not None:
+    if on_ray:
         from occnet.batch.distributed import check_workers, train_distributed
 
         check_workers(workers, config)
@@ -162,6 +172,28 @@ def _train_collection(ctx: typer.Context, data: Path | None, run_dir: Path, resu
                f"{best.epoch}: val IoU {best.val_iou:.4f} at threshold {config.threshold:g}, val loss "
                f"{best.val_loss:.4f}")
     typer.echo(f"files: {', '.join(str(run_dir / name) for name in ('best.pt', 'last.pt', 'metrics.csv', 'loss.png'))}")
+
+
+def _collection(data: Path | None, run_dir: Path, seed: int, on_ray: bool, address: str | None):
+    """The collection to train on: ``data`` in ONet's layout as it is; a folder of meshes prepared into
+    ``run_dir/collection`` (``on_ray``: as Ray tasks, on the cluster at ``address`` or a private Ray); no data:
+    the built-in synthetic collection, made there once."""
+    from occnet.runtime.collection import Collection, in_onet_layout
+    from occnet.runtime.console import progress_bar
+    from occnet.train.collection import DEMO_PER_CLASS, prepare_meshes, synthetic_collection
+
+    if data is not None and in_onet_layout(data):
+        return Collection(data)
+    target = run_dir / "collection"
+    with progress_bar("preparing shapes") as update:
+        if data is None:
+            return synthetic_collection(target, DEMO_PER_CLASS, seed=0, progress=lambda done, total: update(done))
+        mapper = None
+        if on_ray:
+            from occnet.batch.prepare import ray_mapper
+
+            mapper = ray_mapper(address)
+        return prepare_meshes(data, target, seed, mapper, lambda done, total: update(done))
 
 
 def _fmt(v) -> str:
