@@ -23,13 +23,23 @@ def collection(tmp_path_factory):
     return synthetic_collection(tmp_path_factory.mktemp("synthetic"), per_class=3, seed=0)
 
 
-def test_two_workers_see_as_many_samples_as_one_process_and_write_the_same_checkpoint(collection, tmp_path):
-    one = run_cli("occ-train", str(collection.root), "--out-dir", str(tmp_path / "one"), "--epochs", "3", *RUN)
-    two = run_cli("occ-train", str(collection.root), "--out-dir", str(tmp_path / "two"), "--epochs", "3", *RUN,
+def test_two_workers_see_as_many_samples_as_one_process_and_write_the_same_checkpoint(tmp_path):
+    """A folder of meshes: prepared in this process for one, as Ray tasks for two workers (the same bytes), then
+    trained."""
+    from test_collection import mesh_folder
+
+    source = mesh_folder(tmp_path / "src")
+    one = run_cli("occ-train", str(source), "--out-dir", str(tmp_path / "one"), "--epochs", "3", *RUN)
+    two = run_cli("occ-train", str(source), "--out-dir", str(tmp_path / "two"), "--epochs", "3", *RUN,
                   "--workers", "2")
     assert one.returncode == 0 and two.returncode == 0, two.stderr
     assert "training on 2 Ray Train workers" in two.stderr
-    assert sorted(p.name for p in (tmp_path / "two").iterdir()) == ["best.pt", "last.pt", "loss.png", "metrics.csv"]
+    assert sorted(p.name for p in (tmp_path / "two").iterdir()) == ["best.pt", "collection", "last.pt", "loss.png",
+                                                                     "metrics.csv"]
+    prepared = [p.relative_to(tmp_path / "one") for p in (tmp_path / "one" / "collection").rglob("*") if p.is_file()]
+    assert len(prepared) == 8 * 3 + 2 * 3 + 1                     # 8 shapes' files, 2 classes' lists, the record
+    for name in prepared:
+        assert (tmp_path / "two" / name).read_bytes() == (tmp_path / "one" / name).read_bytes(), name
     single = torch.load(tmp_path / "one" / "last.pt", weights_only=False)
     parallel = torch.load(tmp_path / "two" / "last.pt", weights_only=False)
     assert single["it"] == parallel["it"] == 12 and parallel["epoch_it"] == 3      # steps of 4 shapes each
@@ -77,22 +87,15 @@ def test_workers_for_a_single_shape_are_refused(tmp_path):
     assert not (tmp_path / "run").exists()
 
 
-def test_a_folder_of_meshes_is_prepared_on_ray_as_in_one_process(tmp_path):
-    """With --workers the meshes are prepared as Ray tasks: the same bytes as one process writes; a mesh that
-    cannot be read comes back from its worker as the same one line."""
+
+def test_a_mesh_that_cannot_be_read_comes_back_from_its_ray_worker_as_one_line(tmp_path):
     from test_collection import mesh_folder
 
+    from occnet.batch.prepare import ray_mapper
+    from occnet.runtime.errors import InputError
     from occnet.train.collection import prepare_meshes
 
     source = mesh_folder(tmp_path / "src")
-    result = run_cli("occ-train", str(source), "--out-dir", str(tmp_path / "run"), "--epochs", "1", *RUN,
-                     "--workers", "2")
-    assert result.returncode == 0, result.stderr
-    local = prepare_meshes(source, tmp_path / "local")
-    files = [p.relative_to(local.root) for p in local.root.rglob("*") if p.is_file()]
-    assert len(files) == 8 * 3 + 2 * 3 + 1
-    for name in files:
-        assert (tmp_path / "run" / "collection" / name).read_bytes() == (local.root / name).read_bytes(), name
     (source / "balls" / "ball9.stl").write_bytes(b"solid nothing\nendsolid nothing\n" * 3)
-    broken = run_cli("occ-train", str(source), "--out-dir", str(tmp_path / "run2"), *RUN, "--workers", "2")
-    assert_clean_failure(broken, "occ-train", "balls/ball9: contains no triangles")
+    with pytest.raises(InputError, match="^balls/ball9: contains no triangles$"):
+        prepare_meshes(source, tmp_path / "prepared", mapper=ray_mapper())
