@@ -341,3 +341,39 @@ def test_conditional_options_without_data_train_on_the_built_in_synthetic_collec
     assert_clean_failure(one, "occ-train", "--condition apply to a collection (a folder, or no DATA for the built-in "
                                            "synthetic one), not to one shape")
     assert not (tmp_path / "one").exists()
+
+
+def test_occ_train_interrupted_while_preparing_keeps_the_shapes_it_wrote(tmp_path):
+    """SIGINT to the real process once the first shapes are written: 130, one line that says they are kept,
+    and a rerun prepares only the others."""
+    import signal
+    import subprocess
+    import time
+
+    from conftest import BIN
+    from test_misuse import assert_interrupted
+
+    for index in range(40):
+        (tmp_path / "src" / "balls").mkdir(parents=True, exist_ok=True)
+        trimesh.creation.icosphere(3, radius=1.0 + index).export(tmp_path / "src" / "balls" / f"b{index:02d}.stl")
+    record = tmp_path / "run" / "collection" / "collection.json"
+    proc = subprocess.Popen([str(BIN / "occ-train"), str(tmp_path / "src"), "--out-dir", str(tmp_path / "run"),
+                             *TINY], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while not record.is_file() and time.monotonic() < deadline and proc.poll() is None:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    assert_interrupted(proc.returncode, err, signal.SIGINT)
+    assert f"the shapes prepared so far are kept in {tmp_path / 'run' / 'collection'}" in err
+    kept = json.loads(record.read_text())["digests"]
+    assert 1 <= len(kept) < 40
+    labels = []
+
+    def counted(function, jobs):
+        for job in jobs:
+            labels.append(job[0])
+            yield function(*job)
+
+    prepare_meshes(tmp_path / "src", tmp_path / "run" / "collection", mapper=counted)
+    assert len(labels) == 40 - len(kept) and not set(labels) & set(kept)

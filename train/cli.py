@@ -109,6 +109,8 @@ def occ_train(
         kept = bool(finished) or resume is not None or (last.is_file() and last.stat().st_mtime >= began)
         hint = (f"last.pt in {run_dir} holds the last finished epoch: continue with occ-train --resume "
                 f"{run_dir}" if kept else "no epoch had finished, so no checkpoint was written")
+        if not kept and (run_dir / "collection" / "collection.json").is_file():
+            hint += f"; the shapes prepared so far are kept in {run_dir / 'collection'}"
         raise Interrupted(hint) from None
     best = result.best
     typer.echo(f"{len(result.history)} epochs in {result.seconds:.1f} s (stopped: {result.stopped}); best.pt "
