@@ -211,7 +211,7 @@ def onet_onnx(tmp_path_factory):
     folder = tmp_path_factory.mktemp("onet")
     for name in ("pointnet_resnet", "voxel_simple"):
         (folder / f"{name}.pt").write_bytes(onet_bytes(onet_model(SMALL[name])))
-        export_checkpoint(folder / f"{name}.pt", folder / f"{name}.onnx", verify_points=1000)
+        export_checkpoint(folder / f"{name}.pt", folder / f"{name}.onnx", verify=False)   # test_onet verifies
     return folder
 
 
@@ -353,9 +353,9 @@ def test_occ_train_interrupted_while_preparing_keeps_the_shapes_it_wrote(tmp_pat
     from conftest import BIN
     from test_misuse import assert_interrupted
 
-    for index in range(40):
+    for index in range(16):
         (tmp_path / "src" / "balls").mkdir(parents=True, exist_ok=True)
-        trimesh.creation.icosphere(3, radius=1.0 + index).export(tmp_path / "src" / "balls" / f"b{index:02d}.stl")
+        trimesh.creation.icosphere(2, radius=1.0 + index).export(tmp_path / "src" / "balls" / f"b{index:02d}.stl")
     record = tmp_path / "run" / "collection" / "collection.json"
     proc = subprocess.Popen([str(BIN / "occ-train"), str(tmp_path / "src"), "--out-dir", str(tmp_path / "run"),
                              *TINY], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -367,7 +367,7 @@ def test_occ_train_interrupted_while_preparing_keeps_the_shapes_it_wrote(tmp_pat
     assert_interrupted(proc.returncode, err, signal.SIGINT)
     assert f"the shapes prepared so far are kept in {tmp_path / 'run' / 'collection'}" in err
     kept = json.loads(record.read_text())["digests"]
-    assert 1 <= len(kept) < 40
+    assert 1 <= len(kept) < 16
     labels = []
 
     def counted(function, jobs):
@@ -376,4 +376,4 @@ def test_occ_train_interrupted_while_preparing_keeps_the_shapes_it_wrote(tmp_pat
             yield function(*job)
 
     prepare_meshes(tmp_path / "src", tmp_path / "run" / "collection", mapper=counted)
-    assert len(labels) == 40 - len(kept) and not set(labels) & set(kept)
+    assert len(labels) == 16 - len(kept) and not set(labels) & set(kept)

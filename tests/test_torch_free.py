@@ -117,7 +117,7 @@ def test_occ_eval_scores_a_collection_without_torch_and_names_the_extra_poisson_
 
     collection = synthetic_collection(tmp_path / "shapes", per_class=3, seed=0)
     (tmp_path / "model_best.pt").write_bytes(onet_bytes(onet_model(SMALL["pointnet_resnet"])))
-    export_checkpoint(tmp_path / "model_best.pt", tmp_path / "onet.onnx", verify_points=1000)
+    export_checkpoint(tmp_path / "model_best.pt", tmp_path / "onet.onnx", verify=False)     # test_onet verifies
     command = [str(runtime_venv / "occ-eval"), str(tmp_path / "onet.onnx"), str(collection.root), "--resolution",
                "16", "--samples", "2000"]
     result = subprocess.run([*command, "--json"], capture_output=True, text=True, timeout=300)

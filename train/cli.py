@@ -63,7 +63,7 @@ def occ_train(
         recorded = recorded_run(resume) if resume is not None and RunFiles.in_folder(resume).last.is_file() else None
         given = {p.name for p in ctx.command.params if ctx.get_parameter_source(p.name).name == "COMMANDLINE"}
         synthetic = data is None and resume is None and bool(given & COLLECTION_ONLY)
-        if recorded is not None or synthetic or (data is not None and data.is_dir()):
+        if recorded is not None or synthetic or _is_collection_folder(data):
             _train_collection(ctx, data, run_dir, resume, force, recorded, finished, (workers, address,
                                                                                       gpus_per_worker))
             return
@@ -174,6 +174,14 @@ def _train_collection(ctx: typer.Context, data: Path | None, run_dir: Path, resu
                f"{best.epoch}: val IoU {best.val_iou:.4f} at threshold {config.threshold:g}, val loss "
                f"{best.val_loss:.4f}")
     typer.echo(f"files: {', '.join(str(run_dir / name) for name in ('best.pt', 'last.pt', 'metrics.csv', 'loss.png'))}")
+
+
+def _is_collection_folder(data: Path | None) -> bool:
+    """Whether DATA names a collection: a folder, unless it is named like a data file (``t.npz``, ``part.stl``:
+    one shape's file, refused as a folder on the single-shape path)."""
+    from occnet.runtime.settings import MESH_FORMATS
+
+    return data is not None and data.is_dir() and data.suffix.lower() not in (".npz", *MESH_FORMATS)
 
 
 def _collection(data: Path | None, run_dir: Path, seed: int, on_ray: bool, address: str | None):

@@ -163,7 +163,7 @@ def prepare_meshes(source: str | Path, root: str | Path, seed: int = 0, mapper: 
         done.pop(label, None)
     jobs = ((label, path.suffix.lower(), path.read_bytes(), shape_seed) for label, path, shape_seed in todo)
     results = (mapper or _in_turn)(prepare_mesh, jobs)
-    for count, ((label, _, _), files) in enumerate(zip(todo, results), 1):
+    for count, ((label, _, _), files) in enumerate(zip(todo, results, strict=True), 1):
         write_shape(root / label, files)
         done[label] = digests[label]
         _record(record_file, seed, done)
