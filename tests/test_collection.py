@@ -1,6 +1,7 @@
 """Collections in ONet's layout: read as ONet's loaders read them, made from meshes or from primitives."""
 
 import json
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -154,23 +155,35 @@ TINY = ["--steps-per-epoch", "3", "--batch-shapes", "4", "--points-per-shape", "
 def test_occ_train_takes_a_collection_and_a_resumed_run_ends_where_an_uninterrupted_one_ends(synthetic, tmp_path):
     from conftest import run_cli
 
-    from occnet.train.conditional import train_conditional
+    from occnet.train.conditional import learning_rate, train_conditional
     from occnet.train.config import ConditionalConfig
 
-    first = run_cli("occ-train", str(synthetic.root), "--out-dir", str(tmp_path / "run"), "--epochs", "2", *TINY)
-    assert first.returncode == 0, first.stderr
-    assert "2 epochs (6 steps); best.pt from epoch" in first.stdout and "pointcloud model, small" in first.stderr
-    resumed = run_cli("occ-train", "--resume", str(tmp_path / "run"), "--epochs", "3")
-    assert resumed.returncode == 0, resumed.stderr
+    whole = run_cli("occ-train", str(synthetic.root), "--out-dir", str(tmp_path / "whole"), "--epochs", "3", *TINY)
+    assert whole.returncode == 0, whole.stderr
+    assert "3 epochs (9 steps); best.pt from epoch" in whole.stdout and "pointcloud model, small" in whole.stderr
     config = ConditionalConfig(epochs=3, steps_per_epoch=3, batch_shapes=4, points_per_shape=256, val_points=512,
                                cloud_points=100, lr=1e-3)
-    train_conditional(synthetic, config, tmp_path / "whole")
+
+    def stop_after_two(row):
+        if row.epoch == 2:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        train_conditional(synthetic, config, tmp_path / "run", on_epoch=stop_after_two)
+    resumed = run_cli("occ-train", "--resume", str(tmp_path / "run"))
+    assert resumed.returncode == 0, resumed.stderr
     ours = torch.load(tmp_path / "run" / "last.pt", weights_only=False)
-    whole = torch.load(tmp_path / "whole" / "last.pt", weights_only=False)
-    assert ours["it"] == whole["it"] == 9 and ours["epoch_it"] == 3
-    for name, tensor in whole["model"].items():
+    reference = torch.load(tmp_path / "whole" / "last.pt", weights_only=False)
+    assert ours["it"] == reference["it"] == 9 and ours["epoch_it"] == 3
+    for name, tensor in reference["model"].items():
         assert torch.equal(ours["model"][name], tensor), name
-    assert ours["occnet"]["history"][2]["val_loss"] == whole["occnet"]["history"][2]["val_loss"]
+    assert ours["occnet"]["history"][2]["val_loss"] == reference["occnet"]["history"][2]["val_loss"]
+    assert [m["lr"] for m in ours["occnet"]["history"]] == pytest.approx([1e-3, 7.5e-4, 2.5e-4])
+    assert [learning_rate(config, e) for e in (1, 2, 3)] == pytest.approx([1e-3, 7.5e-4, 2.5e-4])
+    longer = run_cli("occ-train", "--resume", str(tmp_path / "run"), "--epochs", "4")     # 4 epochs' schedule
+    assert longer.returncode == 0, longer.stderr
+    extended = torch.load(tmp_path / "run" / "last.pt", weights_only=False)["occnet"]["history"]
+    assert extended[3]["lr"] == pytest.approx(learning_rate(replace(config, epochs=4), 4))
 
 
 @pytest.mark.parametrize("args,match", [

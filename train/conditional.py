@@ -122,6 +122,8 @@ def fit(collection: Collection, config: ConditionalConfig, files: RunFiles, resu
         best_iou = max((m.val_iou for m in history), default=-1.0)
         for epoch in range(len(history) + 1, config.epochs + 1):
             began = time.perf_counter()
+            for group in optimizer.param_groups:
+                group["lr"] = learning_rate(config, epoch)
             seed = int(np.random.SeedSequence([config.seed, world.rank, epoch]).generate_state(1)[0])
             generator = torch.Generator().manual_seed(seed)
             trained.train()
@@ -147,7 +149,8 @@ def fit(collection: Collection, config: ConditionalConfig, files: RunFiles, resu
                 inside, truth = logits > level, val_labels
                 iou = float(((inside & truth).sum(1) / (inside | truth).sum(1).clamp(min=1)).mean())
                 accuracy = float((inside == truth).float().mean())
-            history.append(EpochMetrics(epoch, float(np.mean(losses)), val_loss, iou, accuracy, config.lr,
+            history.append(EpochMetrics(epoch, float(np.mean(losses)), val_loss, iou, accuracy,
+                                        learning_rate(config, epoch),
                                         time.perf_counter() - began))
             state = _checkpoint(model, optimizer, step, val_loss, config, collection, history)
             if iou > best_iou:
@@ -160,6 +163,15 @@ def fit(collection: Collection, config: ConditionalConfig, files: RunFiles, resu
         if not world.rank:
             plot_history(history, files.plot)
     return history
+
+
+def learning_rate(config: ConditionalConfig, epoch: int) -> float:
+    """The learning rate of ``epoch`` (1-based): ``config.lr`` decayed along half a cosine over ``config.epochs``
+    (ONet keeps 1e-4 constant; the decay settles the small model's noisy end: see ``ConditionalConfig``).
+    Epoch 1 has the full rate whatever the length, and the rate is a function of the epoch alone, so a
+    resumed run follows the schedule an uninterrupted one follows; ``--resume --epochs N`` follows N's from
+    where the run stands."""
+    return config.lr * 0.5 * (1 + math.cos(math.pi * (epoch - 1) / config.epochs))
 
 
 def recorded_run(run_dir: str | Path) -> tuple[ConditionalConfig, Path] | None:

@@ -125,7 +125,8 @@ class ConditionalConfig:
     size by default. ``epochs``, ``lr``, ``seed`` and ``threads`` are occ-train's own options (their defaults
     here are this recipe's). The learning rate is 1e-3, not ONet's 1e-4 (its GPU-sized model's): on the
     synthetic collection the small model reached test IoU 0.762 in 15 minutes at 1e-3 and 0.674 in 30 at 1e-4
-    (``benchmarks/bench_conditional.py``)."""
+    (``benchmarks/bench_conditional.py``); it decays along half a cosine over the epochs
+    (:func:`~occnet.train.conditional.learning_rate`)."""
 
     condition: str = option("pointcloud", "Collections: what the model reconstructs from.",
                             choices=("pointcloud", "voxels"))
