@@ -7,7 +7,7 @@ from dataclasses import asdict, dataclass, replace
 
 import trimesh
 
-from occnet.runtime.errors import ResourceError
+from occnet.runtime.errors import InputError, ResourceError
 from occnet.runtime.field import LogitFn, Progress, adaptive_field, dense_field
 from occnet.runtime.grid import Grid
 from occnet.runtime.machine import available_memory
@@ -84,13 +84,22 @@ def _largest(fits, low: int, high: int) -> int | None:
 
 
 def mesh_field(fn: LogitFn, bounds_min, bounds_max, settings: MeshSettings = MeshSettings(),
-               provider: str = "python", progress: Progress | None = None) -> tuple[trimesh.Trimesh, MeshStats]:
-    """Mesh the ``threshold`` surface of any logit function over the box (world coordinates)."""
+               provider: str = "python", progress: Progress | None = None,
+               network_bounds=None) -> tuple[trimesh.Trimesh, MeshStats]:
+    """Mesh the ``threshold`` surface of any logit function over the box (world coordinates). The ``bounded``
+    method needs ``network_bounds = (bounds, origin)``: sound bounds of ``fn`` over boxes
+    (:class:`~occnet.runtime.bounds.NetworkBounds`) in coordinates less ``origin``."""
     start = time.perf_counter()
     grid = plan_grid(bounds_min, bounds_max, settings)
     level = probability_to_logit(DEFAULT_THRESHOLD if settings.threshold is None else settings.threshold)
     if settings.method == "dense":
         field = dense_field(fn, grid, settings.batch_size, progress)
+    elif settings.method == "bounded":
+        from occnet.runtime.bounded import bounded_field
+
+        if network_bounds is None:
+            raise InputError("--method bounded needs sound bounds of the function; a model gives them")
+        field = bounded_field(fn, *network_bounds, grid, level, settings.batch_size, progress)
     else:
         field = adaptive_field(fn, grid, level, settings.batch_size, progress)
     inferred = time.perf_counter()
@@ -114,5 +123,13 @@ def mesh_model(model: OccupancyModel | ConditionedModel, settings: MeshSettings 
     one; a conditional model with its observation given (:meth:`OccupancyModel.given`)."""
     if settings.threshold is None and model.info.condition is not None:
         settings = replace(settings, threshold=model.info.condition.threshold)
+    network_bounds = None
+    if settings.method == "bounded":
+        bounds = model.bounds()
+        if bounds is None:
+            raise InputError(f"--method bounded: {model.path}'s graph holds operators the range analysis does not "
+                             "take (it takes Gemm, MatMul, Relu, Sin, Cos and linear and shape operators); use "
+                             "--method adaptive")
+        network_bounds = (bounds, model.info.origin)
     return mesh_field(model.logits, model.info.bounds_min, model.info.bounds_max, settings,
-                      model.provider, progress)
+                      model.provider, progress, network_bounds)

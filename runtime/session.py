@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import hashlib
 import os
 import threading
 from pathlib import Path
@@ -54,6 +55,7 @@ class OccupancyModel:
         input_file(self.path, "model file")
         self.fallback: str | None = None
         self._check_graph(self.path.read_bytes, str(self.path))   # before onnxruntime builds a session for it
+        self._digest = hashlib.sha256(self.path.read_bytes()).hexdigest()
         self._session = self._open(_model_source(self.path), device, threads)
         self.provider: str = self._session.get_providers()[0]
         props = self._session.get_modelmeta().custom_metadata_map
@@ -133,6 +135,17 @@ class OccupancyModel:
         if found:
             raise ModelError(f"{what}: holds {', '.join(found)} nodes; an occnet model is a feed-forward "
                              "network without control flow (a Loop may never end)")
+
+    def bounds(self, constants: dict[str, np.ndarray] | None = None):
+        """Sound bounds of the logit over boxes (:class:`~occnet.runtime.bounds.NetworkBounds`, in coordinates
+        less ``info.origin``), from the model file as loaded; None where its graph holds operators the range
+        analysis does not take. ``constants``: the other inputs' values (a conditional model's code)."""
+        from occnet.runtime.bounds import network_bounds
+
+        data = self.path.read_bytes()
+        if hashlib.sha256(data).hexdigest() != self._digest:
+            raise ModelError(f"{self.path} changed on disk since it was loaded; load it again")
+        return network_bounds(data, constants)
 
     def logits(self, points: np.ndarray) -> np.ndarray:
         """Occupancy logits of world-coordinate points: ``(N, 3) float64 (or float32) -> (N,) float32``, one
@@ -223,6 +236,10 @@ class ConditionedModel:
     def __init__(self, model: OccupancyModel, code: np.ndarray) -> None:
         self.model, self.code = model, code
         self.info, self.provider, self.path = model.info, model.provider, model.path
+
+    def bounds(self):
+        """As :meth:`OccupancyModel.bounds`, for the shape of the observation given."""
+        return self.model.bounds({CODE_NAME: self.code})
 
     def logits(self, points: np.ndarray) -> np.ndarray:
         """As :meth:`OccupancyModel.logits`, for the shape of the observation given."""

@@ -16,8 +16,10 @@ MIN_RESOLUTION = 2
 """Fewest samples along the box's longest side: two, the box's own corners."""
 DEFAULT_THRESHOLD = 0.5
 """The probability meshed where neither the settings nor the model say: even odds."""
-METHODS = ("adaptive", "dense")
-"""``adaptive``: coarse-to-fine narrow band (default); ``dense``: every grid point (the reference)."""
+METHODS = ("adaptive", "dense", "bounded")
+"""``adaptive``: coarse-to-fine narrow band (default); ``dense``: every grid point (the reference);
+``bounded``: the cells a sound bound of the network cannot rule out (dense's mesh, proven; see
+:mod:`occnet.runtime.bounded`)."""
 
 
 def probability_to_logit(threshold: float) -> float:
@@ -34,7 +36,8 @@ class MeshSettings:
     drop small components after marching cubes."""
 
     resolution: int = option(256, "Grid samples along the box's longest side.")
-    method: str = option("adaptive", "adaptive (coarse-to-fine) or dense (every point).", choices=METHODS)
+    method: str = option("adaptive", "adaptive (coarse-to-fine), dense (every point) or bounded (cells a sound "
+                         "bound of the network cannot rule out: dense's mesh, proven; slower).", choices=METHODS)
     threshold: float | None = option(None, "Occupancy probability of the surface, in (0, 1). Default: the "
                                      "model's (0.5; a conditional model's own, ONet's 0.2).")
     batch_size: int = option(16384, "Points per onnxruntime call.")
