@@ -2,6 +2,8 @@
 without the onnx package, bounds that hold on every sample and stay tight on small boxes, and the bounded
 extraction giving dense's surface exactly."""
 
+from pathlib import Path
+
 import numpy as np
 import onnx
 import pytest
@@ -134,3 +136,53 @@ def test_the_bounded_extraction_evaluates_fewer_points_than_adaptive_at_256():
     bounded = bounded_field(model.logits, model.bounds(), model.info.origin, grid, 0.0, 16384)
     adaptive = adaptive_field(model.logits, grid, 0.0, 16384)
     assert bounded.points_evaluated < 0.75 * adaptive.points_evaluated        # measured 459,221 and 705,663
+
+
+def crafted(base: Path, folder: Path, name: str, first: list, first_bias: list, out: list, out_bias: float,
+            second: tuple | None = None) -> OccupancyModel:
+    """A 64x4 network written by hand into ``base``'s checkpoint (its points unscaled): the first layer's
+    neurons ``first``/``first_bias``, passed on unchanged by identity layers (or, with ``second = (weights,
+    bias)``, a second layer's first neuron), and the output ``out . neurons + out_bias``; exported and
+    verified."""
+    import torch
+
+    from occnet.export.onnx_export import export_checkpoint
+
+    state = torch.load(base, weights_only=True)
+    model = {key: torch.zeros_like(value) for key, value in state["model"].items()}
+    model["scale"] = torch.ones(1)
+    model["net.0.weight"][:len(first)] = torch.tensor(first, dtype=torch.float32)
+    model["net.0.bias"][:len(first)] = torch.tensor(first_bias, dtype=torch.float32)
+    kept = range(1 if second else len(first))
+    for layer in (2, 4, 6, 8):
+        model[f"net.{layer}.weight"][kept, kept] = 1.0
+    if second:
+        model["net.2.weight"][0, :len(first)] = torch.tensor(second[0], dtype=torch.float32)
+        model["net.2.bias"][0] = second[1]
+    model["net.10.weight"][0, :len(out)] = torch.tensor(out, dtype=torch.float32)
+    model["net.10.bias"][0] = out_bias
+    torch.save({**state, "model": model}, folder / f"{name}.pt")
+    export_checkpoint(folder / f"{name}.pt", folder / f"{name}.onnx")
+    return OccupancyModel(folder / f"{name}.onnx", device="cpu")
+
+
+def test_parts_built_to_defeat_sampling_are_found_with_few_evaluations(trained_run, tmp_path):
+    """A slab 3 samples thick off the coarse lattice's planes, a speck around one sample (an L1 ball of radius
+    1.2 samples) and the same speck rising out of a flat field of -1 (nothing for a slope to be measured on):
+    the bounded extraction meshes what dense meshes, evaluating a few hundred points for the speck."""
+    resolution, steep = 128, 100.0
+    spacing = 1.1 / (resolution - 1)
+    axes = [[1, 0, 0], [-1, 0, 0], [0, 1, 0], [0, -1, 0], [0, 0, 1], [0, 0, -1]]
+    slab = crafted(trained_run / "best.pt", tmp_path, "slab", axes[:2], [-0.123, 0.123], [-steep, -steep],
+                   steep * 1.5 * spacing)
+    grid = Grid.from_bounds(slab.info.bounds_min, slab.info.bounds_max, resolution)
+    centre = grid.to_world(np.array([[77, 41, 90]]))[0]
+    shifts = [-centre[0], centre[0], -centre[1], centre[1], -centre[2], centre[2]]
+    speck = crafted(trained_run / "best.pt", tmp_path, "speck", axes, shifts, [-steep] * 6, steep * 1.2 * spacing)
+    spike = crafted(trained_run / "best.pt", tmp_path, "spike", axes, shifts, [2 / (1.2 * spacing)], -1.0,
+                    second=([-1.0] * 6, 1.2 * spacing))
+    for model, most in ((slab, 150_000), (speck, 500), (spike, 500)):
+        dense = surface_arrays(dense_field(model.logits, grid, 16384), 0.0)
+        field = bounded_field(model.logits, model.bounds(), model.info.origin, grid, 0.0, 16384)
+        assert triangles(*surface_arrays(field, 0.0)) == triangles(*dense) and len(dense[1]) > 0
+        assert field.points_evaluated <= most, (model.path.stem, field.points_evaluated)
