@@ -142,8 +142,8 @@ def crafted(base: Path, folder: Path, name: str, first: list, first_bias: list, 
             second: tuple | None = None) -> OccupancyModel:
     """A 64x4 network written by hand into ``base``'s checkpoint (its points unscaled): the first layer's
     neurons ``first``/``first_bias``, passed on unchanged by identity layers (or, with ``second = (weights,
-    bias)``, a second layer's first neuron), and the output ``out . neurons + out_bias``; exported and
-    verified."""
+    bias)``, a second layer's first neuron), and the output ``out . neurons + out_bias``; exported (test_export
+    verifies the exporter)."""
     import torch
 
     from occnet.export.onnx_export import export_checkpoint
@@ -162,7 +162,7 @@ def crafted(base: Path, folder: Path, name: str, first: list, first_bias: list, 
     model["net.10.weight"][0, :len(out)] = torch.tensor(out, dtype=torch.float32)
     model["net.10.bias"][0] = out_bias
     torch.save({**state, "model": model}, folder / f"{name}.pt")
-    export_checkpoint(folder / f"{name}.pt", folder / f"{name}.onnx")
+    export_checkpoint(folder / f"{name}.pt", folder / f"{name}.onnx", verify=False)
     return OccupancyModel(folder / f"{name}.onnx", device="cpu")
 
 
@@ -170,18 +170,18 @@ def test_parts_built_to_defeat_sampling_are_found_with_few_evaluations(trained_r
     """A slab 3 samples thick off the coarse lattice's planes, a speck around one sample (an L1 ball of radius
     1.2 samples) and the same speck rising out of a flat field of -1 (nothing for a slope to be measured on):
     the bounded extraction meshes what dense meshes, evaluating a few hundred points for the speck."""
-    resolution, steep = 128, 100.0
+    resolution, steep = 96, 100.0
     spacing = 1.1 / (resolution - 1)
     axes = [[1, 0, 0], [-1, 0, 0], [0, 1, 0], [0, -1, 0], [0, 0, 1], [0, 0, -1]]
     slab = crafted(trained_run / "best.pt", tmp_path, "slab", axes[:2], [-0.123, 0.123], [-steep, -steep],
                    steep * 1.5 * spacing)
     grid = Grid.from_bounds(slab.info.bounds_min, slab.info.bounds_max, resolution)
-    centre = grid.to_world(np.array([[77, 41, 90]]))[0]
+    centre = grid.to_world(np.array([[57, 31, 70]]))[0]
     shifts = [-centre[0], centre[0], -centre[1], centre[1], -centre[2], centre[2]]
     speck = crafted(trained_run / "best.pt", tmp_path, "speck", axes, shifts, [-steep] * 6, steep * 1.2 * spacing)
     spike = crafted(trained_run / "best.pt", tmp_path, "spike", axes, shifts, [2 / (1.2 * spacing)], -1.0,
                     second=([-1.0] * 6, 1.2 * spacing))
-    for model, most in ((slab, 150_000), (speck, 500), (spike, 500)):
+    for model, most in ((slab, 100_000), (speck, 500), (spike, 500)):
         dense = surface_arrays(dense_field(model.logits, grid, 16384), 0.0)
         field = bounded_field(model.logits, model.bounds(), model.info.origin, grid, 0.0, 16384)
         assert triangles(*surface_arrays(field, 0.0)) == triangles(*dense) and len(dense[1]) > 0
