@@ -53,26 +53,9 @@ def _nodes(graph: memoryview, field: int, found: set[str]) -> None:
 def _messages(data: memoryview):
     """``(field number, bytes)`` of each length-delimited field of one message (strings, sub-messages); the
     fields of other wire types are stepped over."""
-    pos = 0
-    while pos < len(data):
-        key, pos = _varint(data, pos)
-        wire = key & 7
-        if wire == 0:
-            _, pos = _varint(data, pos)
-        elif wire == 1:
-            pos += 8
-        elif wire == 5:
-            pos += 4
-        elif wire == _LENGTH_DELIMITED:
-            length, pos = _varint(data, pos)
-            if pos + length > len(data):
-                raise ValueError("malformed protobuf (a field runs past its message)")
-            yield key >> 3, data[pos:pos + length]
-            pos += length
-        else:
-            raise ValueError(f"malformed protobuf (wire type {wire})")
-    if pos != len(data):
-        raise ValueError("malformed protobuf (a field runs past its message)")
+    for number, wire, value in _fields(data):
+        if wire == _LENGTH_DELIMITED:
+            yield number, value
 
 
 def _varint(data: memoryview, pos: int) -> tuple[int, int]:
