@@ -106,9 +106,9 @@ def test_bounds_of_onets_decoder_hold_with_the_observation_fixed(tmp_path):
 @pytest.mark.parametrize("path", MODELS, ids=lambda p: p.stem)
 def test_the_bounded_extraction_gives_dense_surface_exactly(path):
     """Every cell marching cubes meshes in the dense field is evaluated, at every level of the octree, on
-    grids that do not divide into its cells (an odd size, and a box cut short along two axes)."""
+    grids that do not divide into its cells (odd sizes, and boxes cut short along two axes)."""
     model = OccupancyModel(path, device="cpu")
-    for resolution in (53, 97):
+    for resolution in (45, 71):
         grid = Grid.from_bounds(model.info.bounds_min, model.info.bounds_max, resolution)
         dense = surface_arrays(dense_field(model.logits, grid, 16384), 0.0)
         bounded = surface_arrays(bounded_field(model.logits, model.bounds(), model.info.origin, grid, 0.0, 16384),

@@ -135,17 +135,16 @@ def test_a_conditional_model_trains_on_a_collection_and_exports_as_onets(synthet
     cloud = synthetic.load(synthetic.shapes("val")[0]).surface
     assert model.given(cloud).logits(np.zeros((5, 3))).shape == (5,)
     scored = run_cli("occ-eval", str(tmp_path / "m.onnx"), str(synthetic.root), "--resolution", "24", "--samples",
-                     "2000", "--json")
+                     "2000", "--json", "--baseline", "hull")
     assert scored.returncode == 0, scored.stderr
     report = json.loads(scored.stdout)
-    assert len(report["shapes"]) == 3 * len(synthetic.shapes("test"))              # model, hull, poisson
+    assert len(report["shapes"]) == 2 * len(synthetic.shapes("test"))              # model, hull
     hull = report["summary"]["hull"]
     assert set(hull["classes"]) == set(CLASSES) and 0.3 < hull["all"]["iou"] < 1
     assert hull["all"]["chamfer_l1"] < 0.05 and hull["empty"] == 0
     table = run_cli("occ-eval", str(tmp_path / "m.onnx"), str(synthetic.root), "--resolution", "24", "--samples",
-                    "2000")
-    assert table.returncode == 0 and "| ring | model |" in table.stdout
-    assert "| all | hull |" in table.stdout and "| all | poisson |" in table.stdout
+                    "2000", "--baseline", "hull")
+    assert table.returncode == 0 and "| ring | model |" in table.stdout and "| all | hull |" in table.stdout
 
 
 TINY = ["--steps-per-epoch", "3", "--batch-shapes", "4", "--points-per-shape", "256", "--val-points", "512",
@@ -232,11 +231,11 @@ def test_occ_eval_scores_poisson_beside_the_hull_and_draws_the_scores(synthetic,
     from conftest import run_cli
 
     args = ("occ-eval", str(onet_onnx / "pointnet_resnet.onnx"), str(synthetic.root), "--resolution", "16",
-            "--samples", "2000")
+            "--samples", "1000")
     scored = run_cli(*args, "--json", "--plot", str(tmp_path / "scores.png"))
     assert scored.returncode == 0, scored.stderr
     report = json.loads(scored.stdout)
-    assert [row["method"] for row in report["shapes"][:3]] == ["model", "hull", "poisson"]
+    assert [row["method"] for row in report["shapes"][:3]] == ["model", "hull", "poisson"]          # the default
     poisson = report["summary"]["poisson"]
     assert set(poisson["classes"]) == set(CLASSES) and poisson["empty"] == 0
     assert 0.5 < poisson["all"]["iou"] < 1 and poisson["all"]["chamfer_l1"] < 0.08
