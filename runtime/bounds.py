@@ -47,6 +47,7 @@ class Affine:
 
     @property
     def radius(self) -> np.ndarray:
+        """``(B, *shape)``: the farthest the values lie from ``centre`` anywhere in the box."""
         return np.abs(self.terms).sum(axis=1) + self.error
 
 
