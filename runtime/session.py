@@ -54,8 +54,8 @@ class OccupancyModel:
                              f"got {threads}")
         input_file(self.path, "model file")
         self.fallback: str | None = None
-        self._check_graph(self.path.read_bytes, str(self.path))   # before onnxruntime builds a session for it
-        self._digest = hashlib.sha256(self.path.read_bytes()).hexdigest()
+        data = self._check_graph(self.path.read_bytes, str(self.path))   # before onnxruntime builds a session
+        self._digest = hashlib.sha256(data).hexdigest()                 # what bounds() must read again
         self._session = self._open(_model_source(self.path), device, threads)
         self.provider: str = self._session.get_providers()[0]
         props = self._session.get_modelmeta().custom_metadata_map
@@ -127,14 +127,17 @@ class OccupancyModel:
                              f"graph reads; writes {[(o.name, o.shape) for o in outputs]}, read as "
                              f"{code_input.shape}")
 
-    def _check_graph(self, read, what: str) -> None:
+    def _check_graph(self, read, what: str) -> bytes:
+        """Refuse a graph with control flow; returns the bytes ``read()`` gave."""
         try:
-            found = sorted(op_types(read()) & set(CONTROL_FLOW))
+            data = read()
+            found = sorted(op_types(data) & set(CONTROL_FLOW))
         except (OSError, ValueError) as exc:
             raise ModelError(f"{what} is not a usable ONNX model: {exc}") from None
         if found:
             raise ModelError(f"{what}: holds {', '.join(found)} nodes; an occnet model is a feed-forward "
                              "network without control flow (a Loop may never end)")
+        return data
 
     def bounds(self, constants: dict[str, np.ndarray] | None = None):
         """Sound bounds of the logit over boxes (:class:`~occnet.runtime.bounds.NetworkBounds`, in coordinates
