@@ -59,13 +59,15 @@ def bounded_field(fn: LogitFn, bounds: NetworkBounds, origin: np.ndarray, grid: 
         corners = corners[np.all((corners >= 1) & (corners <= n), axis=1)]   # pad samples are filled in
         values = evaluate(corners - 1)
         shape = np.asarray(storage.table.shape)
-        for shift in CORNERS:                 # a sample on a brick's face or edge is also the next brick's
-            owner = (corners - shift * (corners % BRICK == 0)) // BRICK
+        on_face = corners % BRICK == 0
+        for shift in CORNERS:     # a sample on a brick's face, edge or corner is also the previous bricks' there
+            moved = np.all(on_face | (shift == 0), axis=1)
+            owner = corners[moved] // BRICK - shift
             ok = np.all((owner >= 0) & (owner < shape), axis=1)
             rows = storage.table[owner[ok, 0], owner[ok, 1], owner[ok, 2]].astype(np.int64)
             there = rows >= 0
-            local = corners[ok][there] - owner[ok][there] * BRICK
-            storage.values[rows[there], local[:, 0], local[:, 1], local[:, 2]] = values[ok][there]
+            local = corners[moved][ok][there] - owner[ok][there] * BRICK
+            storage.values[rows[there], local[:, 0], local[:, 1], local[:, 2]] = values[moved][ok][there]
     return Field(grid, storage, evaluate.points_evaluated, evaluate.lowest, evaluate.highest)
 
 
