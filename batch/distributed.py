@@ -10,14 +10,13 @@ run continues from ``last.pt``, its last finished epoch.
 
 from __future__ import annotations
 
-import logging
 import shutil
 from dataclasses import asdict
 from pathlib import Path
 
+from occnet.batch.runner import start_ray
 from occnet.runtime.collection import Collection
 from occnet.runtime.errors import InputError, OccNetError, first_line
-from occnet.runtime.machine import QUIET_THREADS
 from occnet.train.checkpoint import read_torch_file
 from occnet.train.conditional import World, fit
 from occnet.train.config import ConditionalConfig
@@ -49,13 +48,7 @@ def train_distributed(collection: Collection, config: ConditionalConfig, out_dir
                 path.unlink(missing_ok=True)
         own = not ray.is_initialized()
         if own:
-            try:
-                ray.init(address=address or "local", logging_level=logging.ERROR, log_to_driver=False,
-                         include_dashboard=False if not address else None,
-                         runtime_env={"env_vars": dict(QUIET_THREADS)})
-            except Exception as exc:                       # ConnectionError, RuntimeError, ray's own errors
-                where = f"reach the Ray cluster at {address}" if address else "start Ray on this machine"
-                raise InputError(f"cannot {where}: {first_line(exc)}") from None
+            start_ray(ray, address)
         try:
             trainer = TorchTrainer(
                 _worker, train_loop_config={"root": str(collection.root.resolve()), "config": asdict(config),
