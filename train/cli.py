@@ -23,6 +23,8 @@ and DATA names its data where the file has moved."""
 SHARED = {"epochs", "lr", "seed", "threads"}
 """Options a collection's training takes from occ-train's own (given on the command line; its defaults are the
 recipe's)."""
+DISTRIBUTED = {"workers", "address", "gpus_per_worker"}
+"""The options that put a collection's training on Ray Train (a resumed run may take them)."""
 COLLECTION_ONLY = {f.name for f in fields(ConditionalConfig)} - SHARED
 """Options of a collection's training alone: given without DATA they choose the built-in synthetic collection;
 given with one shape they are refused."""
@@ -62,10 +64,14 @@ def occ_train(
 
         recorded = recorded_run(resume) if resume is not None and RunFiles.in_folder(resume).last.is_file() else None
         given = {p.name for p in ctx.command.params if ctx.get_parameter_source(p.name).name == "COMMANDLINE"}
+        if resume is not None and given - RESUME_ALLOWS - DISTRIBUTED:
+            raise typer.BadParameter(f"{_flags(ctx, given - RESUME_ALLOWS - DISTRIBUTED)} cannot be combined with "
+                                     "--resume: a resumed run keeps the options it recorded (only --epochs and "
+                                     "DATA may be given)")
         synthetic = data is None and resume is None and bool(given & COLLECTION_ONLY)
         if recorded is not None or synthetic or _is_collection_folder(data):
-            _train_collection(ctx, data, run_dir, resume, force, recorded, finished, (workers, address,
-                                                                                      gpus_per_worker))
+            _train_collection(ctx, given, data, run_dir, resume, force, recorded, finished,
+                              (workers, address, gpus_per_worker))
             return
         if workers != 1 or address is not None or gpus_per_worker:
             raise typer.BadParameter("--workers, --address and --gpus-per-worker train a collection (a folder in "
@@ -74,13 +80,6 @@ def occ_train(
             names = ", ".join("--" + name.replace("_", "-") for name in sorted(given & COLLECTION_ONLY))
             raise typer.BadParameter(f"{names} apply to a collection (a folder, or no DATA for the built-in "
                                      f"synthetic one), not to one shape")
-        if resume is not None:
-            given = [p.name for p in ctx.command.params if p.name not in RESUME_ALLOWS
-                     and ctx.get_parameter_source(p.name).name == "COMMANDLINE"]
-            if given:
-                names = ", ".join("--" + name.replace("_", "-") for name in given)
-                raise typer.BadParameter(f"{names} cannot be combined with --resume: a resumed run keeps the "
-                                         "options it recorded (only --epochs and DATA may be given)")
         with claim_run(run_dir, resume is not None, force) as files:
             if resume is not None:                   # the run's own options and data, from its last.pt
                 recorded = run_options(resume)
@@ -120,28 +119,23 @@ def occ_train(
     typer.echo(f"files: {', '.join(map(str, written))}")
 
 
-def _train_collection(ctx: typer.Context, data: Path | None, run_dir: Path, resume: Path | None, force: bool,
-                      recorded, finished: list[int], distributed: tuple[int, str | None, float]) -> None:
+def _train_collection(ctx: typer.Context, given: set[str], data: Path | None, run_dir: Path, resume: Path | None,
+                      force: bool, recorded, finished: list[int], distributed: tuple[int, str | None, float]) -> None:
     """A conditional model trained on the collection ``data`` (or resumed from what ``recorded`` says), in this
-    process or on ``distributed = (workers, address, gpus per worker)`` Ray Train workers."""
+    process or on ``distributed = (workers, address, gpus per worker)`` Ray Train workers; ``given``: the
+    options on the command line."""
     from occnet.runtime.console import progress_bar
     from occnet.runtime.options import make_record
     from occnet.train.conditional import train_conditional
 
-    given = {p.name for p in ctx.command.params if ctx.get_parameter_source(p.name).name == "COMMANDLINE"}
     if resume is not None:
-        extra = sorted(given - RESUME_ALLOWS - {"workers", "address", "gpus_per_worker"})
-        if extra:
-            names = ", ".join("--" + name.replace("_", "-") for name in extra)
-            raise typer.BadParameter(f"{names} cannot be combined with --resume: a resumed run keeps the options "
-                                     "it recorded (only --epochs and DATA may be given)")
         config, recorded_root = recorded
         if "epochs" in given:
             config = replace(config, epochs=ctx.params["epochs"])
         data = data or recorded_root
     else:
         own = {f.name for f in fields(ConditionalConfig)}
-        extra = sorted(given - own - {"data", "out_dir", "force", "workers", "address", "gpus_per_worker"})
+        extra = sorted(given - own - {"data", "out_dir", "force"} - DISTRIBUTED)
         if extra:
             names = ", ".join("--" + name.replace("_", "-") for name in extra)
             raise typer.BadParameter(f"{names} apply to one shape, not to a collection")
@@ -174,6 +168,11 @@ def _train_collection(ctx: typer.Context, data: Path | None, run_dir: Path, resu
                f"{best.epoch}: val IoU {best.val_iou:.4f} at threshold {config.threshold:g}, val loss "
                f"{best.val_loss:.4f}")
     typer.echo(f"files: {', '.join(str(run_dir / name) for name in ('best.pt', 'last.pt', 'metrics.csv', 'loss.png'))}")
+
+
+def _flags(ctx: typer.Context, names: set[str]) -> str:
+    """``--a, --b`` for the options ``names``, in the command's order."""
+    return ", ".join("--" + p.name.replace("_", "-") for p in ctx.command.params if p.name in names)
 
 
 def _is_collection_folder(data: Path | None) -> bool:
