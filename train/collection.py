@@ -158,9 +158,8 @@ def prepare_meshes(source: str | Path, root: str | Path, seed: int = 0, mapper: 
         digests[label] = hashlib.sha256(path.read_bytes()).hexdigest()
         if kept.get(label) != digests[label] or not (root / label / "model.binvox").is_file():
             todo.append((label, path, seed + number))
-    done = {label: digest for label, digest in kept.items() if digests.get(label) == digest}
-    for label, _, _ in todo:
-        done.pop(label, None)
+    redo = {label for label, _, _ in todo}
+    done = {label: digest for label, digest in digests.items() if label not in redo}
     jobs = ((label, path.suffix.lower(), path.read_bytes(), shape_seed) for label, path, shape_seed in todo)
     results = (mapper or _in_turn)(prepare_mesh, jobs)
     for count, ((label, _, _), files) in enumerate(zip(todo, results, strict=True), 1):
