@@ -10,6 +10,9 @@ raised inside an import leaves half-initialised modules behind (numpy's then rec
 ``__getattr__``; onnxruntime's extension failed with "initialization failed"), and the traceback that
 followed replaced the one-line "interrupted". Imports take seconds at most, so the command still stops.
 One that lands where Python cannot raise (a finaliser) is raised again a moment later.
+
+A signal the process was started with ignored (``cmd &`` in a script, ``trap '' INT``) stays ignored: the
+parent asked for that, and the process would otherwise obey it before the handlers are in place and not after.
 """
 
 from __future__ import annotations
@@ -28,6 +31,8 @@ POLL_SECONDS = 0.05
 that watches for its end miss it."""
 IMPORT_MACHINERY = ("<frozen importlib._bootstrap>", "<frozen importlib._bootstrap_external>")
 _received: int | None = None
+_ignored: tuple[int, ...] = ()
+"""The signals the outermost :func:`handled` block found ignored: they stay so in every block."""
 _depth = 0
 _holding = 0
 """Depth of :func:`uninterrupted` blocks running: a signal then is recorded and raised when they end."""
@@ -39,16 +44,18 @@ _returned = None
 def handled() -> Iterator[None]:
     """For the block: SIGINT and SIGTERM raise ``KeyboardInterrupt`` once (cleanup runs; held during imports)
     and are remembered. The handlers and the record are the process's own again after the block: a library
-    call after an interrupted command starts clean. Nested blocks share the outermost one's record."""
-    global _received, _depth, _returned
+    call after an interrupted command starts clean. Nested blocks share the outermost one's record. A signal
+    ignored when the outermost block starts stays ignored."""
+    global _received, _ignored, _depth, _returned
     saved = {signum: signal.getsignal(signum) for signum in (*HANDLED, signal.SIGALRM)}
     saved_hook, saved_profile = sys.unraisablehook, sys.getprofile()
     if _depth == 0:
         _received = None
+        _ignored = tuple(signum for signum in HANDLED if saved[signum] == signal.SIG_IGN)
     _depth += 1
     try:
         for signum in HANDLED:
-            signal.signal(signum, _handle)
+            signal.signal(signum, signal.SIG_IGN if signum in _ignored else _handle)
         signal.signal(signal.SIGALRM, _retry)
         sys.unraisablehook = _unraisable(saved_hook)
         yield

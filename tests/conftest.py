@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import contextlib
 import io
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -14,6 +16,26 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 DEMO_ONNX = ROOT / "models" / "demo.onnx"
 BIN = Path(sys.executable).parent
+
+for _signum in (signal.SIGINT, signal.SIGTERM):
+    # pytest started as ``cmd &`` from a script inherits SIGINT ignored, and so would every command the tests
+    # start (they keep an inherited SIG_IGN): the interruption tests need the defaults a terminal gives
+    if signal.getsignal(_signum) == signal.SIG_IGN:
+        signal.signal(_signum, signal.default_int_handler if _signum == signal.SIGINT else signal.SIG_DFL)
+
+
+def wait_for_handlers(proc: subprocess.Popen, timeout: float = 60.0) -> None:
+    """Wait until a started command catches SIGTERM: its signal handlers are in place (Python's start-up
+    before them, 40 ms quiet and over 100 ms on a busy machine, dies by the signal as any Python program)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and proc.poll() is None:
+        with contextlib.suppress(OSError):
+            status = Path(f"/proc/{proc.pid}/status").read_text()
+            caught = int(next(line.split()[1] for line in status.splitlines() if line.startswith("SigCgt:")), 16)
+            if caught >> (signal.SIGTERM - 1) & 1:
+                return
+        time.sleep(0.005)
+    raise AssertionError(f"{proc.args[0]} did not install its signal handlers within {timeout:.0f} s")
 
 
 def sphere_logits(centre, radius, sharpness=50.0):

@@ -15,7 +15,7 @@ import onnx
 import pytest
 import torch
 import trimesh
-from conftest import BIN, DEMO_ONNX, LEARNS, ball_points, run_cli, run_installed
+from conftest import BIN, DEMO_ONNX, LEARNS, ball_points, run_cli, run_installed, wait_for_handlers
 from onnx import TensorProto, helper
 from test_cli import assert_clean_failure
 from test_session import INFO, save_model, sphere_model
@@ -34,9 +34,11 @@ def leftovers(folder):
 
 
 def interrupt(args, after, signum, cwd=None):
-    """Start an installed command, send ``signum`` after ``after`` seconds, return (status, stdout, stderr)."""
+    """Start an installed command, send ``signum`` ``after`` seconds after its handlers are in place, return
+    (status, stdout, stderr)."""
     proc = subprocess.Popen([str(BIN / args[0]), *args[1:]], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             text=True, cwd=cwd)
+    wait_for_handlers(proc)
     time.sleep(after)
     assert proc.poll() is None, "the command finished before it could be interrupted"
     proc.send_signal(signum)
@@ -469,6 +471,27 @@ def test_an_interrupt_while_a_command_starts_is_one_line(trained_run, tmp_path, 
     status, out, err = interrupt([command, *args], after, signal.SIGINT)
     assert_interrupted(status, err, signal.SIGINT)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.ply"] and out == ""
+
+
+def test_a_command_started_with_ctrl_c_ignored_ignores_it_throughout(tmp_path):
+    """``occ-mesh ... &`` in a script starts it with SIGINT ignored: it obeyed that only until its handlers
+    were in place, so whether a Ctrl-C stopped it depended on the moment (CI saw exit 0 and 130)."""
+    args = [str(BIN / "occ-mesh"), str(DEMO_ONNX), "--resolution", "128", "-o", str(tmp_path / "m.ply")]
+    ignoring = {"preexec_fn": lambda: signal.signal(signal.SIGINT, signal.SIG_IGN)}
+    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **ignoring)
+    wait_for_handlers(proc)
+    for _ in range(3):                                    # during the imports and during the work
+        proc.send_signal(signal.SIGINT)
+        time.sleep(0.2)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 0 and err == "" and "watertight" in out
+    proc = subprocess.Popen(args[:-1] + [str(tmp_path / "n.ply")], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, **ignoring)
+    wait_for_handlers(proc)
+    proc.send_signal(signal.SIGTERM)                      # what was not ignored still stops it
+    out, err = proc.communicate(timeout=120)
+    assert_interrupted(proc.returncode, err, signal.SIGTERM)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.ply"]
 
 
 @pytest.mark.parametrize("suffix", [".stl", ".glb"])

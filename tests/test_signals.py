@@ -75,3 +75,21 @@ def test_an_uninterrupted_block_runs_to_its_end_and_raises_after(tmp_path):
         finally:
             assert signals.received() == signal.SIGTERM
     assert finished == [True, 2]
+
+
+def test_a_signal_the_process_was_started_with_ignored_stays_ignored():
+    """``cmd &`` in a script starts it with SIGINT ignored: a command obeyed that until its handlers were in
+    place and not after (occ-mesh exited 0 or 130 by when a Ctrl-C came)."""
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        with pytest.raises(KeyboardInterrupt), signals.handled():
+            with signals.handled():
+                assert signal.getsignal(signal.SIGINT) == signal.SIG_IGN
+                os.kill(os.getpid(), signal.SIGINT)
+                time.sleep(0.3)                                   # an interrupt raised here fails the test
+            assert signals.received() is None
+            os.kill(os.getpid(), signal.SIGTERM)                  # SIGTERM was not ignored: still one event
+            wait_for_interrupt()
+        assert signal.getsignal(signal.SIGINT) == signal.SIG_IGN
+    finally:
+        signal.signal(signal.SIGINT, previous)
