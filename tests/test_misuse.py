@@ -444,14 +444,15 @@ def test_interrupted_while_importing_torch(tmp_path, prog, module, signum):
     """Importing torch takes seconds: a Ctrl-C then is held until the import is over (an exception inside an
     import leaves half-initialised modules, whose errors replaced the one line), then ends the command as an
     interruption like any other. A `torch` that takes 3 s to import holds the command in an import when the
-    signal comes a second after the start (the command's own imports before it are held the same way)."""
+    signal comes half a second after its handlers (the command's own imports before it are held the same way)."""
     (tmp_path / "torch").mkdir()
     (tmp_path / "torch" / "__init__.py").write_text("import time\ntime.sleep(3)\nFINISHED = True\n")
     mod, func = module.split(":")
     proc = subprocess.Popen([sys.executable, "-c", f"from {mod} import {func}; {func}()", "x.npz"],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             env={**os.environ, "PYTHONPATH": str(tmp_path)})
-    time.sleep(1.0)
+    wait_for_handlers(proc)
+    time.sleep(0.5)
     assert proc.poll() is None
     proc.send_signal(signum)
     out, err = proc.communicate(timeout=60)
